@@ -1,0 +1,1 @@
+"""cinebrain.linear."""
