@@ -1,0 +1,213 @@
+"""The ``cinebrain`` command line.
+
+Every run option exists both as a flag and as a key of the YAML run config (the flags
+are generated from :class:`cinebrain.config.RunConfig`, so the two never drift apart).
+User errors print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import BaseModel
+
+from cinebrain import __version__
+from cinebrain.config import RunConfig, load_config, save_config
+from cinebrain.errors import InputError
+
+_SKIP = {"study", "out"}
+
+
+def _leaf_fields(model: type[BaseModel], prefix: str = ""):
+    """(dotted key, field) for every non-model field of ``model``, recursively."""
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from _leaf_fields(ann, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", field
+
+
+def _strip_optional(ann: Any) -> Any:
+    if get_origin(ann) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = [a for a in get_args(ann) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return ann
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--section-key`` flags for every RunConfig option."""
+    parser.add_argument("config", nargs="?", help="YAML run config (every flag below is also a key)")
+    parser.add_argument("--study", help="study YAML file (config key: study)")
+    parser.add_argument("--out", help="run folder (config key: out)")
+    group = parser.add_argument_group("run options (YAML keys in parentheses)")
+    for dotted, field in _leaf_fields(RunConfig):
+        if dotted in _SKIP:
+            continue
+        flag = "--" + dotted.replace(".", "-").replace("_", "-")
+        ann = _strip_optional(field.annotation)
+        default = field.get_default(call_default_factory=True)
+        help_ = f"{field.description or ''} ({dotted}; default: {default})"
+        kwargs: dict[str, Any] = {"dest": dotted, "default": None, "help": help_}
+        origin = get_origin(ann)
+        if ann is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif origin is list:
+            (item,) = get_args(ann)
+            kwargs["nargs"] = "*"
+            if get_origin(item) is Literal:
+                kwargs["choices"] = list(get_args(item))
+            elif item in (int, float, str):
+                kwargs["type"] = item
+        elif origin is tuple:
+            kwargs["nargs"] = len(get_args(ann))
+            kwargs["type"] = get_args(ann)[0]
+            kwargs["metavar"] = ("W", "H")[: len(get_args(ann))]
+        elif origin is dict:
+            kwargs["type"] = json.loads
+            kwargs["help"] = help_ + " [JSON]"
+        elif origin is Literal:
+            kwargs["choices"] = list(get_args(ann))
+        elif ann in (int, float, str):
+            kwargs["type"] = ann
+        if "metavar" not in kwargs and "choices" not in kwargs and "action" not in kwargs:
+            kwargs["metavar"] = dotted.split(".")[-1].upper()
+        group.add_argument(flag, **kwargs)
+
+
+def _config_from_args(args: argparse.Namespace) -> RunConfig:
+    overrides = {"study": args.study, "out": args.out}
+    for dotted, _ in _leaf_fields(RunConfig):
+        if dotted not in _SKIP:
+            overrides[dotted] = getattr(args, dotted, None)
+    if args.config is None and args.study is None:
+        raise InputError("command line", "no study given", "pass a run config file or --study STUDY.yaml")
+    config = load_config(args.config, overrides)
+    return config
+
+
+def _stage(name: str):
+    def run(args: argparse.Namespace) -> int:
+        from cinebrain import workflow
+
+        config = _config_from_args(args)
+        out = Path(config.out)
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
+        print(f"[{name}] run folder {out}")
+        getattr(workflow, {"features": "extract_features"}.get(name, name))(config)
+        return 0
+
+    return run
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from cinebrain import workflow
+
+    config = _config_from_args(args)
+    print(f"run folder {config.out}")
+    workflow.run_all(config)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from cinebrain.report import build_report
+
+    run = Path(args.run)
+    if not (run / "summary.json").is_file():
+        raise InputError(run, "not a finished run folder (no summary.json)", "run `cinebrain evaluate` first")
+    print(build_report(run))
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from cinebrain.data.simulate import simulate_study
+
+    path = simulate_study(
+        args.out, n_subjects=args.subjects, n_runs=args.runs, run_duration=args.run_duration,
+        tr=args.tr, voxel_size=args.voxel_size, seed=args.seed, progress=not args.quiet,
+    )
+    print(path)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from cinebrain.demo import run_demo
+
+    run_demo(data=args.data, out=args.out, quick=args.quick)
+    return 0
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cinebrain",
+        description="Predict brain activity from naturalistic stimuli: features, voxelwise "
+        "encoding models, per-voxel scores against a noise ceiling, brain maps and reports.",
+    )
+    parser.add_argument("--version", action="version", version=f"cinebrain {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="simulate a study (if absent) and run the whole pipeline on it")
+    p.add_argument("--data", default="cinebrain-demo/study", help="simulated study folder")
+    p.add_argument("--out", default="cinebrain-demo/run", help="run folder")
+    p.add_argument("--quick", action="store_true", help="a smaller study (about a minute)")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("simulate", help="write a simulated study with known ground truth")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--subjects", type=int, default=3, help="number of subjects (default 3)")
+    p.add_argument("--runs", type=int, default=3, help="runs per subject (default 3)")
+    p.add_argument("--run-duration", type=_positive_float, default=200.0, help="seconds of movie per run")
+    p.add_argument("--tr", type=_positive_float, default=1.5, help="repetition time (s)")
+    p.add_argument("--voxel-size", type=int, default=4, help="voxel size (mm) of the MNI grid")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_simulate)
+
+    for name, help_ in [
+        ("features", "extract feature spaces from the study's stimulus"),
+        ("fit", "fit per-subject encoding models on training runs, predict held-out runs"),
+        ("evaluate", "per-voxel scores, noise ceilings, significance, variance partitioning"),
+    ]:
+        p = sub.add_parser(name, help=help_)
+        _add_config_options(p)
+        p.set_defaults(func=_stage(name))
+
+    p = sub.add_parser("run", help="features, fit, evaluate and report in one go")
+    _add_config_options(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("report", help="brain maps, figures and report.html for a run folder")
+    p.add_argument("run", help="run folder")
+    p.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InputError as e:
+        print(f"cinebrain: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cinebrain: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
