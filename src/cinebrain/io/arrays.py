@@ -1,0 +1,240 @@
+"""Response time series stored as arrays: ROI averages, neurons, source-space signals.
+
+One reader, :func:`read_timeseries`, for ``.npy``, ``.npz``, ``.csv``/``.tsv``, ``.mat``
+(MATLAB v5 via scipy, v7.3 via h5py) and ``.h5``/``.hdf5``. The result is always
+``(n_trs, n_targets)`` float32, validated.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cinebrain.errors import InputError
+
+ARRAY_EXTENSIONS = (".npy", ".npz", ".csv", ".tsv", ".txt", ".mat", ".h5", ".hdf5")
+_KEY_FIX = "set key: in the run's entry of the study file"
+
+
+def _pick(path: Path, names: list[str], key: str | None, what: str) -> str:
+    """The variable to read: ``key``, or the only one."""
+    if key is not None:
+        if key not in names:
+            raise InputError(
+                path,
+                f"no {what} {key!r} (found: {', '.join(names) or 'none'})",
+                f"{_KEY_FIX} to one of these",
+            )
+        return key
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise InputError(
+            path, f"contains no {what}", "save the responses as a (n_trs, n_targets) array"
+        )
+    raise InputError(
+        path,
+        f"holds {len(names)} {what}s ({', '.join(names)}); which one is the responses?",
+        _KEY_FIX,
+    )
+
+
+def _read_npz(path: Path, key: str | None) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as z:
+        name = _pick(path, list(z.files), key, "array")
+        return np.asarray(z[name])
+
+
+def _read_table(path: Path) -> np.ndarray:
+    sep = "," if path.suffix.lower() == ".csv" else "\t"
+    try:
+        df = pd.read_csv(path, sep=sep, header=None, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        return np.zeros((0, 0), np.float32)
+    except Exception as e:
+        raise InputError(
+            path,
+            f"cannot be read as a table ({' '.join(str(e).split())})",
+            "save one row per TR, numbers only",
+        ) from None
+    cells = df.apply(
+        lambda col: pd.to_numeric(col.str.strip().replace({"": "nan"}), errors="coerce")
+    )
+    text_cells = (
+        cells.isna().to_numpy()
+        & ~df.apply(
+            lambda col: col.str.strip().str.lower().isin(["", "nan", "na", "n/a"])
+        ).to_numpy()
+    )
+    if text_cells.shape[0] and text_cells[0].any():
+        # The first row holds text: a header.
+        cells, text_cells = cells.iloc[1:], text_cells[1:]
+    if text_cells.any():
+        r, c = np.argwhere(text_cells)[0]
+        raise InputError(
+            path,
+            f"non-numeric value {df.iloc[r + (len(df) - len(cells)), c]!r} in column {c}",
+            "a response table holds numbers only (one optional header row)",
+        )
+    return cells.to_numpy(dtype=np.float64)
+
+
+def _h5_datasets(group, prefix: str = "") -> list[str]:
+    import h5py
+
+    names = []
+    for name, item in group.items():
+        if isinstance(item, h5py.Dataset):
+            if not name.startswith("#"):  # MATLAB v7.3 bookkeeping (#refs#, #subsystem#)
+                names.append(prefix + name)
+        elif isinstance(item, h5py.Group) and not name.startswith("#"):
+            names.extend(_h5_datasets(item, prefix + name + "/"))
+    return names
+
+
+def _read_h5(path: Path, key: str | None, matlab: bool = False) -> np.ndarray:
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise InputError(
+            path, f"cannot be read as HDF5 ({' '.join(str(e).split())})", "re-export the file"
+        ) from None
+    with f:
+        name = _pick(path, _h5_datasets(f), key, "dataset")
+        data = np.asarray(f[name])
+    # MATLAB v7.3 writes column-major arrays: h5py sees them transposed.
+    return data.T if matlab else data
+
+
+def _read_mat(path: Path, key: str | None) -> np.ndarray:
+    import h5py
+    import scipy.io
+
+    if h5py.is_hdf5(path):  # MATLAB v7.3 files are HDF5
+        return _read_h5(path, key, matlab=True)
+    try:
+        mat = scipy.io.loadmat(path)
+    except Exception as e:
+        raise InputError(
+            path,
+            f"cannot be read as a MATLAB file ({' '.join(str(e).split())})",
+            "save it with MATLAB's save or scipy.io.savemat",
+        ) from None
+    names = [k for k in mat if not k.startswith("__")]
+    return np.asarray(mat[_pick(path, names, key, "variable")])
+
+
+def read_timeseries(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
+    """Read responses stored as an array, one row per TR.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        ``.npy``, ``.npz``, ``.csv``/``.tsv`` (numbers, optional header row), ``.mat``,
+        ``.h5``/``.hdf5``.
+    key : str, optional
+        Array / variable / dataset name inside ``.npz``, ``.mat`` or ``.h5`` files; may be
+        omitted when the file holds exactly one.
+
+    Returns
+    -------
+    ndarray, shape (n_trs, n_targets), float32
+        A 1D array becomes one column.
+
+    Raises
+    ------
+    InputError
+        Missing file, unknown extension, ambiguous or missing key, non-numeric data, not
+        2D, fewer than 2 rows, a column with NaN/inf, or a constant column.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(
+            path,
+            "responses file not found",
+            "check the path (paths in a study file are relative to its folder)",
+        )
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            data = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            data = _read_npz(path, key)
+        elif suffix in (".csv", ".tsv", ".txt"):
+            data = _read_table(path)
+        elif suffix == ".mat":
+            data = _read_mat(path, key)
+        elif suffix in (".h5", ".hdf5"):
+            data = _read_h5(path, key)
+        else:
+            raise InputError(
+                path,
+                f"unknown responses format {path.suffix!r}",
+                f"save the responses as one of {', '.join(ARRAY_EXTENSIONS)}",
+            )
+    except InputError:
+        raise
+    except (ValueError, OSError, EOFError) as e:
+        raise InputError(
+            path,
+            f"cannot be read ({type(e).__name__}: {' '.join(str(e).split())})",
+            "re-export the file",
+        ) from None
+    return validate_timeseries(data, path)
+
+
+def validate_timeseries(data: np.ndarray, where: str | os.PathLike) -> np.ndarray:
+    """Check and convert an array of responses to ``(n_trs, n_targets)`` float32.
+
+    Raises
+    ------
+    InputError
+        Non-numeric, not 1D/2D, fewer than 2 rows, NaN/inf in a column, constant column.
+    """
+    data = np.asarray(data)
+    if data.dtype.kind not in "biuf":
+        raise InputError(
+            where,
+            f"holds {data.dtype} values, not real numbers",
+            "save the responses as a float array",
+        )
+    if data.ndim == 1:
+        data = data[:, None]
+    if data.ndim != 2:
+        raise InputError(
+            where,
+            f"expected a 2D array (n_trs, n_targets), got shape {data.shape}",
+            "reshape it to one row per TR and one column per voxel / ROI / neuron",
+        )
+    if data.shape[0] < 2 or data.shape[1] < 1:
+        hint = " (if it is (n_targets, n_trs), transpose it)" if data.shape[1] >= 2 else ""
+        raise InputError(
+            where,
+            f"has {data.shape[0]} row(s) and {data.shape[1]} column(s); need at least 2 TRs{hint}",
+            "save one row per TR and one column per target",
+        )
+    data = data.astype(np.float32, copy=False)
+    bad = ~np.isfinite(data).all(axis=0)
+    if bad.any():
+        cols = np.flatnonzero(bad)
+        first = int(cols[0])
+        row = int(np.flatnonzero(~np.isfinite(data[:, first]))[0])
+        raise InputError(
+            where,
+            f"{cols.size} column(s) have NaN or infinite values (first: column {first}, row {row})",
+            "drop these columns or fill the gaps (e.g. interpolate) before cinebrain",
+        )
+    flat = (data.max(axis=0) - data.min(axis=0)) == 0
+    if flat.any():
+        cols = np.flatnonzero(flat)
+        raise InputError(
+            where,
+            f"{cols.size} column(s) are constant over time (first: column {int(cols[0])})",
+            "drop them; a constant target can be neither predicted nor scored",
+        )
+    return np.ascontiguousarray(data)

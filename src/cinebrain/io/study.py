@@ -1,0 +1,476 @@
+"""The study file: which stimulus, which subjects and runs, and how they line up in time.
+
+A study is a YAML file validated by pydantic models (unknown keys are errors). Paths in it
+are relative to the file's folder (``study.root``); :meth:`Study.resolve` turns them into
+absolute paths. Validation errors become one-line :class:`~cinebrain.errors.InputError`
+messages through :func:`format_validation_error`, which any other pydantic config can
+reuse::
+
+    name: simulated
+    tr: 1.5                        # seconds
+    length_policy: error           # or truncate
+    stimulus:
+      video: stimulus/movie.mp4
+      annotations: {path: stimulus/annotations.tsv, onset: onset, offset: offset}
+    mask: null
+    subjects:
+      sub-01:
+        runs:
+          - {name: run-1, bold: sub-01/run-1_bold.nii.gz, segment: [0.0, 240.0], offset: 0.0}
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from cinebrain._files import write_text
+from cinebrain.errors import InputError
+
+_CONFIG = ConfigDict(extra="forbid", coerce_numbers_to_str=True, validate_assignment=True)
+
+
+class Annotations(BaseModel):
+    """An annotation table: one row per event, with a start and an end (or duration)."""
+
+    model_config = _CONFIG
+
+    path: str = Field(..., description="the annotation table (TSV, CSV or XLSX)")
+    onset: str = Field("onset", description="the name of the column holding event starts")
+    offset: str | None = Field(None, description="the name of the column holding event ends")
+    duration: str | None = Field(None, description="the name of the column holding event durations")
+    unit: Literal["s", "tr"] = Field("s", description="the unit of the time columns")
+    text: list[str] = Field(
+        default_factory=list, description="columns embedded with the text model"
+    )
+    categorical: list[str] = Field(default_factory=list, description="columns one-hot encoded")
+    numeric: list[str] = Field(default_factory=list, description="numeric columns used as they are")
+
+    @model_validator(mode="after")
+    def _one_end(self) -> Annotations:
+        if (self.offset is None) == (self.duration is None):
+            got = "both" if self.offset is not None else "neither"
+            raise ValueError(
+                f"give exactly one of offset and duration (got {got}); "
+                "set offset: <end column> or duration: <duration column>"
+            )
+        return self
+
+
+class Stimulus(BaseModel):
+    """What was shown: a movie, its soundtrack, annotations, a transcript (all optional)."""
+
+    model_config = _CONFIG
+
+    video: str | None = Field(None, description="a movie file (mp4, mkv, avi, mov)")
+    audio: str | None = Field(
+        None, description="a sound file (wav, flac); default: the video's soundtrack"
+    )
+    annotations: Annotations | None = Field(None, description="an annotation table")
+    transcript: str | None = Field(
+        None, description="a word table with columns word, onset, offset (seconds)"
+    )
+
+
+class Run(BaseModel):
+    """One scanning run: its responses and the stimulus segment it showed.
+
+    Volume ``k`` covers scan time ``[k * tr, (k + 1) * tr)``; stimulus second ``s`` was
+    shown at scan time ``offset + (s - segment[0])``.
+    """
+
+    model_config = _CONFIG
+
+    name: str = Field(..., description="the run's name, unique within the subject")
+    bold: str | None = Field(None, description="a 4D NIfTI file (x, y, z, time)")
+    responses: str | None = Field(
+        None, description="an array file (n_trs, n_targets): npy, npz, csv, tsv, mat, h5"
+    )
+    key: str | None = Field(
+        None, description="the variable name inside an npz/mat/h5 responses file"
+    )
+    segment: tuple[float, float] = Field(
+        ...,
+        description="[start, end) in stimulus seconds, the part of the stimulus shown in this run",
+    )
+    offset: float = Field(
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="the scan time in seconds at which the segment started",
+    )
+
+    @field_validator("segment")
+    @classmethod
+    def _segment_order(cls, v: tuple[float, float]) -> tuple[float, float]:
+        start, end = v
+        if not (0 <= start < end < float("inf")):
+            raise ValueError(
+                f"must be [start, end] with 0 <= start < end (got [{start:g}, {end:g}]); "
+                "give the stimulus seconds shown in this run"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Run:
+        if (self.bold is None) == (self.responses is None):
+            got = "both" if self.bold is not None else "neither"
+            raise ValueError(
+                f"a run needs exactly one of bold and responses (got {got}); "
+                "give bold: <4D NIfTI> or responses: <array file>"
+            )
+        if self.key is not None and self.responses is None:
+            raise ValueError("key is only used with responses; remove key or use responses:")
+        return self
+
+
+class Subject(BaseModel):
+    """A subject's runs, in the order they were scanned."""
+
+    model_config = _CONFIG
+
+    runs: list[Run] = Field(
+        ..., min_length=1, description="a list of runs (name, bold or responses, segment, offset)"
+    )
+
+    @field_validator("runs")
+    @classmethod
+    def _unique_names(cls, runs: list[Run]) -> list[Run]:
+        names = [r.name for r in runs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(
+                f"run names must be unique (repeated: {', '.join(dupes)}); rename the runs"
+            )
+        return runs
+
+
+class Study(BaseModel):
+    """A study: stimulus, TR, subjects and runs. Paths are relative to :attr:`root`."""
+
+    model_config = _CONFIG
+
+    name: str = Field(..., description="a name for the study")
+    tr: float = Field(..., gt=0, allow_inf_nan=False, description="the repetition time in seconds")
+    length_policy: Literal["error", "truncate"] = Field(
+        "error", description="what to do when responses and stimulus differ in length"
+    )
+    stimulus: Stimulus = Field(default_factory=Stimulus, description="the stimulus files")
+    mask: str | None = Field(
+        None, description="a 3D NIfTI mask, or null to compute one from the data"
+    )
+    subjects: dict[str, Subject] = Field(
+        ..., min_length=1, description="one entry per subject, each with its runs"
+    )
+
+    _root: Path | None = PrivateAttr(default=None)
+
+    @property
+    def root(self) -> Path:
+        """Folder the study's relative paths start from (the study file's folder)."""
+        return self._root if self._root is not None else Path.cwd()
+
+    @root.setter
+    def root(self, folder: str | os.PathLike) -> None:
+        self._root = Path(folder).absolute()
+
+    def resolve(self, relpath: str | os.PathLike) -> Path:
+        """Absolute path of a path written in the study file."""
+        return self.root / Path(relpath)
+
+    def paths(self) -> list[tuple[str, str]]:
+        """Every file the study refers to, as ``(key path, path as written)``."""
+        out: list[tuple[str, str]] = []
+        stim = self.stimulus
+        for key in ("video", "audio", "transcript"):
+            if getattr(stim, key) is not None:
+                out.append((f"stimulus.{key}", getattr(stim, key)))
+        if stim.annotations is not None:
+            out.append(("stimulus.annotations.path", stim.annotations.path))
+        if self.mask is not None:
+            out.append(("mask", self.mask))
+        for sub, subject in self.subjects.items():
+            for i, run in enumerate(subject.runs):
+                for key in ("bold", "responses"):
+                    value = getattr(run, key)
+                    if value is not None:
+                        out.append((f"subjects.{sub}.runs[{i}].{key}", value))
+        return out
+
+
+# --------------------------------------------------------------------------- errors
+_MODELS: dict[str, type[BaseModel]] = {
+    m.__name__: m for m in (Study, Stimulus, Annotations, Subject, Run)
+}
+_OPS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+_CTX_KEYS = {
+    "greater_than": "gt",
+    "greater_than_equal": "ge",
+    "less_than": "lt",
+    "less_than_equal": "le",
+}
+
+
+def _walk(model: type[BaseModel] | None, loc: tuple) -> tuple[str, Any, Any]:
+    """Follow a pydantic error location through the model's fields.
+
+    Returns the key path as a user writes it (``subjects.sub-01.runs[0].bold``), the
+    model class holding the last key (or None) and the FieldInfo of the last key (or None).
+    """
+    key = ""
+    current: Any = model
+    owner: Any = None
+    field: Any = None
+    for part in loc:
+        # Unwrap Optional / unions down to the one model (or container) they hold.
+        while typing.get_origin(current) in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(current) if a is not type(None)]
+            current = (
+                args[0]
+                if len(args) == 1
+                else next(
+                    (a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None
+                )
+            )
+        if isinstance(part, int):
+            key += f"[{part}]"
+        elif part == "[key]":
+            continue
+        else:
+            key += f".{part}" if key else str(part)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            owner, field = current, current.model_fields.get(str(part))
+            current = field.annotation if field is not None else None
+        elif typing.get_origin(current) in (list, tuple, dict):
+            args = typing.get_args(current)
+            current = args[-1] if args else None
+            field = None
+        else:
+            current, field = None, None
+    while typing.get_origin(current) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(current) if a is not type(None)]
+        current = args[0] if len(args) == 1 else None
+    return (
+        key,
+        (current if isinstance(current, type) and issubclass(current, BaseModel) else owner),
+        field,
+    )
+
+
+def _container(model: type[BaseModel] | None, loc: tuple) -> tuple[str, type[BaseModel] | None]:
+    """Key path and model class of the mapping that holds the last key of ``loc``."""
+    key, cls, _ = _walk(model, loc[:-1]) if loc[:-1] else ("", model, None)
+    return key, cls
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (dict, list)) and len(repr(value)) > 60:
+        return type(value).__name__
+    return repr(value)
+
+
+def format_validation_error(
+    where: str | os.PathLike, exc: ValidationError, model: type[BaseModel] | None = None
+) -> InputError:
+    """Turn the first error of a pydantic ``ValidationError`` into a one-line InputError.
+
+    Unknown keys list the allowed keys; bad values name the key path and the allowed
+    values or range, with the field's description as the fix.
+
+    Parameters
+    ----------
+    where : str or PathLike
+        The file (or "command line") named first in the message.
+    exc : pydantic.ValidationError
+    model : pydantic model class, optional
+        The model validated; needed to list allowed keys. Default: found from the
+        error's title among the study models.
+
+    Returns
+    -------
+    InputError
+        Raise it (``raise format_validation_error(path, e) from None``).
+    """
+    if model is None:
+        model = _MODELS.get(exc.title)
+    errors = exc.errors(include_url=False)
+    # A misspelt key shows up twice (unknown + missing): the unknown one says more.
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = tuple(err["loc"])
+    etype = err["type"]
+    ctx = err.get("ctx") or {}
+    key, owner, field = _walk(model, loc)
+    desc = getattr(field, "description", None)
+    fix = f"set {key} to {desc}" if desc and key else "fix the value"
+    got = _fmt(err.get("input"))
+
+    if etype == "extra_forbidden":
+        parent, cls = _container(model, loc)
+        allowed = list(cls.model_fields) if cls is not None else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return InputError(
+            where,
+            f"unknown key '{loc[-1]}' {('in ' + parent) if parent else 'at top level'}",
+            f"allowed: {', '.join(allowed)}{hint}" if allowed else "remove it",
+        )
+    if etype == "missing" and isinstance(loc[-1], int):  # a tuple with too few items
+        parent, _, container_field = _walk(model, loc[:-1])
+        cdesc = getattr(container_field, "description", None)
+        return InputError(
+            where,
+            f"{parent} has too few values (item {loc[-1] + 1} is missing)",
+            f"set {parent} to {cdesc}" if cdesc else "add the missing values",
+        )
+    if etype == "missing":
+        parent, _ = _container(model, loc)
+        return InputError(
+            where,
+            f"missing key '{loc[-1]}' {('in ' + parent) if parent else 'at top level'}",
+            f"add {loc[-1]}: {desc}" if desc else f"add {loc[-1]}",
+        )
+    if etype in _OPS:
+        limit = ctx.get(_CTX_KEYS[etype])
+        limit = f"{limit:g}" if isinstance(limit, (int, float)) else limit
+        return InputError(where, f"{key} must be {_OPS[etype]} {limit} (got {got})", fix)
+    if etype in ("too_short", "too_long"):
+        bound = ctx.get("min_length" if etype == "too_short" else "max_length")
+        most = "least" if etype == "too_short" else "most"
+        return InputError(
+            where,
+            f"{key} must have at {most} {bound} item(s) (got {ctx.get('actual_length')})",
+            fix,
+        )
+    if etype == "finite_number":
+        return InputError(where, f"{key} must be a finite number (got {got})", fix)
+    if etype in ("literal_error", "enum"):
+        expected = ctx.get("expected", "")
+        return InputError(
+            where, f"{key} must be one of {expected} (got {got})", f"set {key} to one of {expected}"
+        )
+    if etype in ("model_type", "model_attributes_type", "dict_type"):
+        cls = owner if etype != "dict_type" else None
+        sub_fields = list(cls.model_fields) if cls is not None else []
+        what = f"a mapping of keys ({', '.join(sub_fields)})" if sub_fields else "a mapping of keys"
+        return InputError(where, f"{key or 'the file'} must be {what} (got {got})", fix)
+    if etype == "value_error":
+        msg = str(ctx.get("error", err["msg"])).removeprefix("Value error, ")
+        problem, _, own_fix = msg.partition("; ")
+        return InputError(where, f"{key}: {problem}" if key else problem, own_fix or fix)
+    msg = err["msg"]
+    if msg.startswith("Input should be"):
+        problem = f"{key} must be{msg[len('Input should be') :]} (got {got})"
+    else:
+        problem = f"{key}: {msg[0].lower() + msg[1:]} (got {got})" if key else msg
+    return InputError(where, problem, fix)
+
+
+# --------------------------------------------------------------------------- read / write
+def load_study(path: str | os.PathLike, check_files: bool = True) -> Study:
+    """Read and validate a study YAML file.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The study file; relative paths in it start from its folder.
+    check_files : bool
+        Check that every file it refers to exists.
+
+    Returns
+    -------
+    Study
+        With ``study.root`` set to the file's folder (absolute).
+
+    Raises
+    ------
+    InputError
+        Missing file, YAML syntax error, unknown key, bad value (one line naming the key
+        path and the allowed values), or a referenced file that does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(
+            path, "study file not found", "check the path, or create one (see docs: the study file)"
+        )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or "syntax error"
+        raise InputError(
+            path,
+            f"not valid YAML{at} ({problem})",
+            "fix the syntax (indent with spaces, `key: value`)",
+        ) from None
+    except UnicodeDecodeError:
+        raise InputError(path, "not a text file", "give the study YAML file") from None
+    if not isinstance(data, dict):
+        raise InputError(
+            path,
+            f"a study file must be a mapping of keys to values, got {type(data).__name__}",
+            f"start from the template: {', '.join(Study.model_fields)}",
+        )
+    try:
+        study = Study.model_validate(data)
+    except ValidationError as e:
+        raise format_validation_error(path, e, Study) from None
+    study.root = path.parent
+    if check_files:
+        for key, rel in study.paths():
+            full = study.resolve(rel)
+            if not full.exists():
+                raise InputError(
+                    path,
+                    f"{key}: file not found: {rel} (looked for {full})",
+                    "fix the path; paths are relative to the study file's folder",
+                )
+    return study
+
+
+def write_study(study: Study, path: str | os.PathLike) -> Path:
+    """Write ``study`` as YAML to ``path``, atomically.
+
+    Paths are rewritten relative to the new file's folder (as POSIX paths). A study built
+    in code without a root (never loaded, ``root`` not set) is written with its paths as
+    they are, i.e. taken as already relative to ``path``'s folder.
+    """
+    path = Path(path)
+    data = study.model_dump(mode="json", exclude_none=True)
+    data.setdefault("mask", None)  # explicit: null means "computed from the data"
+    if study._root is not None:
+        dest = path.parent.absolute()
+
+        def rebase(rel: str | None) -> str | None:
+            if rel is None:
+                return None
+            return Path(os.path.relpath(study.resolve(rel), dest)).as_posix()
+
+        stim = data["stimulus"]
+        for key in ("video", "audio", "transcript"):
+            if key in stim:
+                stim[key] = rebase(stim[key])
+        if "annotations" in stim:
+            stim["annotations"]["path"] = rebase(stim["annotations"]["path"])
+        data["mask"] = rebase(data["mask"])
+        for subject in data["subjects"].values():
+            for run in subject["runs"]:
+                for key in ("bold", "responses"):
+                    if key in run:
+                        run[key] = rebase(run[key])
+    return write_text(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
