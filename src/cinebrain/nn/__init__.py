@@ -1,1 +1,62 @@
-"""cinebrain.nn."""
+"""cinebrain.nn: reusable layers for deep encoding models.
+
+Attention and transformer blocks (PyTorch SDPA), modality encoders (image, video, audio,
+text), multimodal fusion, and voxel readouts; each module is configured by a dataclass.
+No dataset or training code lives here (see ``cinebrain.models`` / ``cinebrain.train``).
+"""
+
+from cinebrain.nn.attention import (
+    MLP,
+    AttentionPool,
+    CrossAttention,
+    DropPath,
+    SelfAttention,
+    Transformer,
+    TransformerBlock,
+    TransformerConfig,
+)
+from cinebrain.nn.bench import benchmark_encoders, format_table
+from cinebrain.nn.common import count_parameters, make_norm
+from cinebrain.nn.encoders import (
+    AudioEncoder,
+    AudioEncoderConfig,
+    ConvImageConfig,
+    ConvImageEncoder,
+    TextEncoder,
+    TextEncoderConfig,
+    VideoEncoder,
+    VideoEncoderConfig,
+    ViTConfig,
+    ViTImageEncoder,
+)
+from cinebrain.nn.fusion import FusionConfig, MultimodalCombiner
+from cinebrain.nn.readouts import LinearVoxelHead, MultiSubjectHead
+
+__all__ = [
+    "MLP",
+    "AttentionPool",
+    "AudioEncoder",
+    "AudioEncoderConfig",
+    "ConvImageConfig",
+    "ConvImageEncoder",
+    "CrossAttention",
+    "DropPath",
+    "FusionConfig",
+    "LinearVoxelHead",
+    "MultiSubjectHead",
+    "MultimodalCombiner",
+    "SelfAttention",
+    "TextEncoder",
+    "TextEncoderConfig",
+    "Transformer",
+    "TransformerBlock",
+    "TransformerConfig",
+    "VideoEncoder",
+    "VideoEncoderConfig",
+    "ViTConfig",
+    "ViTImageEncoder",
+    "benchmark_encoders",
+    "count_parameters",
+    "format_table",
+    "make_norm",
+]
