@@ -511,7 +511,9 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
         save_npy(mdir / "r2.npy", r2.astype(np.float32))
         save_npy(mdir / "alpha.npy", np.load(out / "models" / s / "alpha.npy"))
         if ev.n_permutations:
-            _, p = block_permutation_test(Y, P, n_permutations=ev.n_permutations, block_size=block,
+            # Blocks as long as the HRF, but at least two of them per run.
+            block_size = max(1, min(block, min(run_lengths) // 2))
+            _, p = block_permutation_test(Y, P, n_permutations=ev.n_permutations, block_size=block_size,
                                           seed=0, run_lengths=run_lengths)
             reject, q = fdr_bh(p, q=ev.fdr)
             save_npy(mdir / "p.npy", p.astype(np.float32))

@@ -1,0 +1,179 @@
+"""Summary plots of a run's metrics (matplotlib, no pyplot state).
+
+Each function draws from arrays or tables already computed by the evaluate stage and
+returns the PNG bytes; pass ``path`` to also write them (atomically).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from cinebrain._files import atomic_path
+
+
+def _png(fig: Figure, path: str | os.PathLike | None, dpi: int = 90) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    data = buf.getvalue()
+    if path is not None:
+        save_png(data, path)
+    return data
+
+
+def nanmean(a: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Mean over ``axis`` ignoring non-finite values; NaN (no warning) where none is left."""
+    a = np.asarray(a, dtype=np.float64)
+    finite = np.isfinite(a)
+    n = finite.sum(axis=axis)
+    total = np.where(finite, a, 0.0).sum(axis=axis)
+    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+def roi_bar_plot(
+    rows: Sequence[Mapping], path: str | os.PathLike | None = None, title: str = "ROIs"
+) -> bytes:
+    """Mean r per ROI (bars, mean over subjects; dots: subjects) and noise ceiling.
+
+    Parameters
+    ----------
+    rows : sequence of mappings
+        Rows of ``metrics/roi_summary.csv``: keys ``roi``, ``subject``, ``mean_r`` and
+        optionally ``ceiling`` (drawn as a black tick per ROI, mean over subjects).
+    """
+    rois = list(dict.fromkeys(str(row["roi"]) for row in rows))
+    subjects = list(dict.fromkeys(str(row.get("subject", "")) for row in rows))
+    r = np.full((len(rois), len(subjects)), np.nan)
+    ceil = np.full_like(r, np.nan)
+    for row in rows:
+        i, j = rois.index(str(row["roi"])), subjects.index(str(row.get("subject", "")))
+        r[i, j] = float(row["mean_r"])
+        if row.get("ceiling") not in (None, ""):
+            ceil[i, j] = float(row["ceiling"])
+    fig = Figure(figsize=(max(4.0, 0.6 * len(rois) + 1.5), 3.2))
+    ax = fig.add_subplot()
+    x = np.arange(len(rois))
+    ax.bar(x, nanmean(r, axis=1), color="#4c72b0", alpha=0.8, label="mean r")
+    for j in range(len(subjects)):
+        jitter = (j - (len(subjects) - 1) / 2) * 0.08
+        ax.plot(x + jitter, r[:, j], "o", color="k", ms=3, alpha=0.6)
+    if np.isfinite(ceil).any():
+        ax.hlines(
+            nanmean(ceil, axis=1), x - 0.4, x + 0.4, color="#c44e52", lw=2, label="noise ceiling"
+        )
+        ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_xticks(
+        x, rois, rotation=45 if len(rois) > 6 else 0, ha="right" if len(rois) > 6 else "center"
+    )
+    ax.set_ylabel("Pearson r (held out)")
+    ax.set_title(title)
+    return _png(fig, path)
+
+
+def r_vs_ceiling_plot(
+    r: Mapping[str, np.ndarray],
+    ceiling: Mapping[str, np.ndarray],
+    path: str | os.PathLike | None = None,
+    max_points: int = 20000,
+    seed: int = 0,
+) -> bytes:
+    """Scatter of held-out r against the noise ceiling per voxel, one colour per subject.
+
+    Parameters
+    ----------
+    r, ceiling : mapping subject -> array, shape (n_voxels,)
+    max_points : int
+        Voxels drawn per subject (a random subset beyond it, for speed and file size).
+    """
+    rng = np.random.default_rng(seed)
+    fig = Figure(figsize=(4.2, 4.0))
+    ax = fig.add_subplot()
+    for name in r:
+        if name not in ceiling:
+            continue
+        a, c = np.asarray(r[name], float), np.asarray(ceiling[name], float)
+        ok = np.flatnonzero(np.isfinite(a) & np.isfinite(c))
+        if ok.size > max_points:
+            ok = rng.choice(ok, max_points, replace=False)
+        ax.scatter(c[ok], a[ok], s=2, alpha=0.3, label=name, rasterized=True)
+    ax.plot([0, 1], [0, 1], color="k", lw=1, ls="--", label="r = ceiling")
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("noise ceiling (r)")
+    ax.set_ylabel("model r (held out)")
+    ax.legend(frameon=False, fontsize=7, markerscale=4)
+    return _png(fig, path)
+
+
+def alpha_histogram(
+    alphas: Mapping[str, np.ndarray], path: str | os.PathLike | None = None, bins: int = 30
+) -> bytes:
+    """Histogram of the per-voxel ridge penalties (log10 alpha), one line per subject.
+
+    Many voxels at the smallest or largest alpha of the grid mean the grid is too
+    narrow.
+    """
+    fig = Figure(figsize=(4.5, 3.0))
+    ax = fig.add_subplot()
+    logs = {k: np.log10(np.asarray(v, float)[np.asarray(v, float) > 0]) for k, v in alphas.items()}
+    allv = np.concatenate([v for v in logs.values() if v.size] or [np.zeros(1)])
+    lo, hi = float(allv.min()), float(allv.max())
+    edges = (
+        np.linspace(lo - 0.5, hi + 0.5, bins + 1)
+        if hi - lo < 1e-9
+        else np.linspace(lo, hi, bins + 1)
+    )
+    for name, v in logs.items():
+        ax.hist(v, bins=edges, histtype="step", lw=1.5, label=name)
+    ax.set_xlabel("log10 alpha")
+    ax.set_ylabel("voxels")
+    ax.legend(frameon=False, fontsize=7)
+    return _png(fig, path)
+
+
+def unique_variance_bars(
+    values: Mapping[str, Mapping[str, np.ndarray]],
+    path: str | os.PathLike | None = None,
+    ylabel: str = "unique variance (R2)",
+) -> bytes:
+    """Mean per-voxel unique variance (or split R2) per feature space, per subject.
+
+    Parameters
+    ----------
+    values : mapping subject -> mapping space -> array, shape (n_voxels,)
+        Bars are voxel means; error bars the standard error over voxels.
+    """
+    subjects = list(values)
+    spaces = list(dict.fromkeys(s for v in values.values() for s in v))
+    fig = Figure(figsize=(max(4.0, 1.0 * len(spaces) + 2.0), 3.2))
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(subjects))
+    x = np.arange(len(spaces))
+    for j, subject in enumerate(subjects):
+        means, sems = [], []
+        for space in spaces:
+            v = np.asarray(values[subject].get(space, np.array([np.nan])), float)
+            v = v[np.isfinite(v)]
+            means.append(v.mean() if v.size else np.nan)
+            sems.append(v.std() / np.sqrt(v.size) if v.size > 1 else 0.0)
+        ax.bar(x + (j - (len(subjects) - 1) / 2) * width, means, width, yerr=sems, label=subject)
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_xticks(x, spaces)
+    ax.set_ylabel(ylabel)
+    if len(subjects) > 1:
+        ax.legend(frameon=False, fontsize=7)
+    return _png(fig, path)
+
+
+def save_png(data: bytes, path: str | os.PathLike) -> Path:
+    """Write PNG bytes to ``path`` atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path

@@ -1,0 +1,369 @@
+"""cinebrain.evaluate against independent references (scipy, scikit-learn, himalaya) and
+simulations with a known answer."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from cinebrain.evaluate import (
+    block_permutation_test,
+    block_permutations,
+    fdr_bh,
+    mean_pairwise_correlation,
+    noise_ceiling_repeats,
+    noise_ceiling_subjects,
+    normalised_score,
+    pearson_r,
+    r2_score,
+    split_r2,
+    variance_partitioning,
+)
+
+
+def _pair(seed=0, n=80, v=12, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    y = rng.standard_normal((n, v)) * rng.uniform(0.5, 3, v) + rng.uniform(-5, 5, v)
+    p = 0.6 * y + rng.standard_normal((n, v))
+    return y.astype(dtype), p.astype(dtype)
+
+
+# --------------------------------------------------------------------------- metrics
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pearson_r_matches_scipy_per_target_over_time(dtype):
+    y, p = _pair(dtype=dtype)
+    ref = [
+        scipy.stats.pearsonr(y[:, j].astype(float), p[:, j].astype(float))[0]
+        for j in range(y.shape[1])
+    ]
+    r = pearson_r(y, p)
+    assert r.shape == (y.shape[1],) and r.dtype == np.float64
+    np.testing.assert_allclose(r, ref, atol=1e-6 if dtype == np.float32 else 1e-12)
+
+
+def test_pearson_r_is_not_across_voxels():
+    # Every voxel's time course is predicted perfectly up to scale, but the spatial
+    # pattern within each TR is scrambled: per-voxel r is 1.
+    rng = np.random.default_rng(1)
+    y = rng.standard_normal((50, 30))
+    p = y * rng.uniform(0.1, 10, 30) + rng.standard_normal(30) * 100
+    np.testing.assert_allclose(pearson_r(y, p), 1.0, atol=1e-12)
+
+
+def test_pearson_r_constant_is_zero_without_warning():
+    y, p = _pair(v=4)
+    y[:, 0] = 0.1  # constant in float, not exactly in float64 means
+    p[:, 1] = 7.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = pearson_r(y, p)
+    assert r[0] == 0 and r[1] == 0 and np.all(r[2:] != 0)
+
+
+def test_pearson_r_chunks_agree(monkeypatch):
+    import cinebrain.evaluate.metrics as metrics
+
+    y, p = _pair(v=50)
+    full = pearson_r(y, p)
+    monkeypatch.setattr(metrics, "CHUNK", 7)
+    np.testing.assert_allclose(pearson_r(y, p), full, rtol=0, atol=1e-14)
+
+
+def test_shape_errors():
+    with pytest.raises(ValueError):
+        pearson_r(np.zeros((10, 3)), np.zeros((10, 4)))
+    with pytest.raises(ValueError):
+        r2_score(np.zeros((1, 3)), np.zeros((1, 3)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_r2_matches_sklearn(dtype):
+    from sklearn.metrics import r2_score as sk_r2
+
+    y, p = _pair(dtype=dtype)
+    p[:, 0] += 10.0  # a bad offset: strongly negative R2
+    ref = sk_r2(y.astype(float), p.astype(float), multioutput="raw_values")
+    np.testing.assert_allclose(r2_score(y, p), ref, rtol=1e-5 if dtype == np.float32 else 1e-10)
+    assert r2_score(y, p)[0] < 0
+
+
+def test_r2_constant_target_follows_sklearn_force_finite():
+    from sklearn.metrics import r2_score as sk_r2
+
+    y = np.ones((10, 2))
+    p = np.ones((10, 2))
+    p[:, 1] = 2.0
+    np.testing.assert_array_equal(r2_score(y, p), sk_r2(y, p, multioutput="raw_values"))
+
+
+finite = st.floats(-100, 100, allow_nan=False, allow_infinity=False, width=32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    y=arrays(np.float64, (20, 3), elements=finite),
+    p=arrays(np.float64, (20, 3), elements=finite),
+    a=st.floats(0.01, 100),
+    b=st.floats(-1000, 1000),
+)
+def test_r_invariant_to_affine_transform_of_prediction(y, p, a, b):
+    base = pearson_r(y, p)
+    assert np.all(np.abs(base) <= 1)
+    informative = (np.ptp(y, axis=0) > 1e-3) & (np.ptp(p, axis=0) > 1e-3)
+    np.testing.assert_allclose(pearson_r(y, a * p + b)[informative], base[informative], atol=1e-7)
+    np.testing.assert_allclose(pearson_r(y, -a * p + b)[informative], -base[informative], atol=1e-7)
+    np.testing.assert_allclose(pearson_r(p, y), base, atol=1e-12)  # symmetric
+
+
+def test_split_r2_matches_himalaya_and_sums_to_joint_r2():
+    from himalaya.scoring import r2_score_split
+
+    rng = np.random.default_rng(3)
+    n, v = 90, 15
+    bands = rng.standard_normal((3, n, v)) * [[[0.5]], [[1.0]], [[0.2]]]
+    bands[1] += 0.5 * bands[0]  # correlated bands
+    y = bands.sum(0) + rng.standard_normal((n, v)) + 3.0  # not zero-mean
+    ours = split_r2(y.astype(np.float32), bands.astype(np.float32))
+    yc = y - y.mean(0)
+    ref = r2_score_split(yc, bands, include_correlation=True)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    np.testing.assert_allclose(ours.sum(0), r2_score(yc, bands.sum(0)), atol=1e-5)
+
+
+# --------------------------------------------------------------------------- ceilings
+def _simulate(n_rec, n_trs, snr, seed=0, noise_scale=None):
+    """Recordings = shared signal + independent noise; signal variance 1, noise 1/snr."""
+    rng = np.random.default_rng(seed)
+    snr = np.atleast_1d(snr)
+    signal = rng.standard_normal((n_trs, snr.size))
+    scale = np.ones(n_rec) if noise_scale is None else np.asarray(noise_scale)
+    noise = rng.standard_normal((n_rec, n_trs, snr.size)) / np.sqrt(snr) * scale[:, None, None]
+    return signal, signal[None] + noise
+
+
+def test_noise_ceiling_repeats_recovers_true_signal_correlation():
+    snr = np.array([0.05, 0.25, 1.0, 4.0])
+    signal, rec = _simulate(4, 4000, snr, seed=1)
+    ceiling = noise_ceiling_repeats(rec.astype(np.float32))
+    true = np.sqrt(snr / (1 + snr))  # corr(signal, signal + noise)
+    np.testing.assert_allclose(ceiling, true, atol=0.03)
+    # and it is what the perfect model scores
+    empirical = np.mean([pearson_r(signal, rec[k]) for k in range(4)], axis=0)
+    np.testing.assert_allclose(ceiling, empirical, atol=0.03)
+
+
+def test_noise_ceiling_repeats_spearman_brown_for_averaged_target():
+    snr = np.array([0.2, 1.0])
+    signal, rec = _simulate(6, 4000, snr, seed=2)
+    ceiling = noise_ceiling_repeats(rec, n_average=3)
+    true = np.sqrt(3 * snr / (1 + 3 * snr))
+    np.testing.assert_allclose(ceiling, true, atol=0.03)
+    np.testing.assert_allclose(ceiling, pearson_r(signal, rec[:3].mean(0)), atol=0.03)
+
+
+def test_mean_pairwise_correlation_matches_explicit_pairs():
+    _, rec = _simulate(5, 100, np.array([0.3, 1.0, 3.0]), seed=3)
+    explicit = np.mean(
+        [pearson_r(rec[i], rec[j]) for i in range(5) for j in range(i + 1, 5)], axis=0
+    )
+    np.testing.assert_allclose(mean_pairwise_correlation(rec), explicit, atol=1e-12)
+
+
+def test_noise_ceiling_clipped_for_pure_noise():
+    rng = np.random.default_rng(4)
+    rec = rng.standard_normal((3, 200, 500))
+    c = noise_ceiling_repeats(rec)
+    assert c.min() >= 0 and c.max() <= 1
+    assert np.mean(c == 0) > 0.3  # negative rho clipped to 0
+    assert np.median(c) < 0.15
+
+
+@settings(max_examples=15, deadline=None)
+@given(snr=st.lists(st.floats(0.05, 10), min_size=2, max_size=6, unique=True))
+def test_ceiling_monotone_in_snr(snr):
+    # The same signal and noise draws, rescaled: more SNR must give a higher ceiling.
+    snr = np.sort(np.array(snr))
+    rng = np.random.default_rng(0)
+    signal = rng.standard_normal((400, 1))
+    noise = rng.standard_normal((3, 400, 1))
+    rec = signal[None] + noise / np.sqrt(snr)[None, None, :]
+    c = noise_ceiling_repeats(rec)
+    assert np.all(np.diff(c) >= -1e-12)
+
+
+def test_noise_ceiling_subjects_pooled_and_per_subject():
+    snr = np.array([0.3, 2.0])
+    scales = np.array([0.5, 1.0, 1.5, 2.0])
+    signal, rec = _simulate(4, 6000, snr, seed=5, noise_scale=scales)
+    per = noise_ceiling_subjects(rec, per_subject=True)
+    assert per.shape == (4, 2)
+    true = np.stack([pearson_r(signal, rec[k]) for k in range(4)])
+    np.testing.assert_allclose(per, true, atol=0.03)
+    pooled = noise_ceiling_subjects(rec)
+    assert pooled.shape == (2,)
+    # equal noise: pooled ceiling = the single-subject ceiling
+    signal, rec = _simulate(3, 6000, snr, seed=6)
+    np.testing.assert_allclose(noise_ceiling_subjects(rec), np.sqrt(snr / (1 + snr)), atol=0.03)
+    assert noise_ceiling_subjects(rec[:2], per_subject=True).shape == (2, 2)
+
+
+def test_ceiling_input_errors():
+    with pytest.raises(ValueError):
+        noise_ceiling_repeats(np.zeros((1, 10, 3)))
+    with pytest.raises(ValueError):
+        noise_ceiling_subjects(np.zeros((3, 10, 3)), n_average=2, per_subject=True)
+
+
+def test_normalised_score():
+    r = np.array([0.2, 0.3, 0.05, 0.4])
+    c = np.array([0.4, 0.05, 0.1, np.nan])
+    out = normalised_score(r, c)
+    np.testing.assert_allclose(out[[0, 2]], [0.5, 0.5])
+    assert np.isnan(out[1]) and np.isnan(out[3])
+    with pytest.raises(ValueError):
+        normalised_score(r, c[:2])
+
+
+# --------------------------------------------------------------------------- stats
+def _autocorrelated(rng, n, v, smooth=5):
+    x = rng.standard_normal((n + smooth, v))
+    k = np.ones(smooth) / smooth
+    return np.stack([np.convolve(x[:, j], k, mode="valid")[:n] for j in range(v)], axis=1)
+
+
+def test_block_permutations_keep_blocks_and_runs():
+    perms = block_permutations(53, 20, block_size=10, run_lengths=[25, 28], seed=3)
+    assert perms.shape == (20, 53)
+    for perm in perms:
+        assert sorted(perm) == list(range(53))
+        # rows stay contiguous within each block slot
+        for start in list(range(0, 20, 10)) + list(range(25, 45, 10)):
+            block = perm[start : start + 10]
+            assert np.all(np.diff(block) == 1)
+    assert not np.all(perms == np.arange(53))
+    with pytest.raises(ValueError):
+        block_permutations(10, 5, block_size=10)
+
+
+def test_block_permutation_test_equals_explicit_null():
+    rng = np.random.default_rng(7)
+    y = rng.standard_normal((57, 9))
+    p = 0.3 * y + rng.standard_normal((57, 9))
+    kw = {"n_permutations": 200, "block_size": 6, "seed": 11, "run_lengths": [30, 27]}
+    r, pval = block_permutation_test(y.astype(np.float32), p.astype(np.float32), **kw)
+    perms = block_permutations(57, 200, 6, [30, 27], seed=11)
+    null = np.stack([pearson_r(y, p[perm]) for perm in perms])
+    r_ref = pearson_r(y, p)
+    np.testing.assert_allclose(r, r_ref, atol=1e-6)
+    np.testing.assert_allclose(pval, (1 + (null >= r_ref - 1e-6).sum(0)) / 201)
+
+
+def test_block_permutation_pvalues_uniform_under_null_and_small_for_signal():
+    rng = np.random.default_rng(8)
+    n, v = 200, 400
+    y = _autocorrelated(rng, n, v)
+    p_null = _autocorrelated(rng, n, v)
+    _, p = block_permutation_test(y, p_null, n_permutations=199, block_size=10, seed=1)
+    # roughly uniform: the 5% false-positive rate holds, and no pile-up at 0 or 1
+    assert 0.01 < np.mean(p <= 0.05) < 0.10
+    assert scipy.stats.kstest(p, "uniform").pvalue > 1e-3
+    p_sig = y + 0.5 * _autocorrelated(rng, n, v)
+    r, p = block_permutation_test(y, p_sig, n_permutations=199, block_size=10, seed=1)
+    assert np.all(p == 1 / 200) and np.all(r > 0.5)
+
+
+def test_block_permutation_chunking_and_constant_targets(monkeypatch):
+    import cinebrain.evaluate.stats as stats
+
+    rng = np.random.default_rng(9)
+    y = rng.standard_normal((40, 30))
+    p = y + rng.standard_normal((40, 30))
+    y[:, 0] = 3.0
+    full = block_permutation_test(y, p, n_permutations=50, block_size=5)
+    monkeypatch.setattr(stats, "_BATCH_ELEMENTS", 300)
+    monkeypatch.setattr(stats, "_TARGET_CHUNK", 4)
+    small = block_permutation_test(y, p, n_permutations=50, block_size=5)
+    np.testing.assert_allclose(small[0], full[0], atol=1e-12)
+    np.testing.assert_array_equal(small[1], full[1])
+    assert full[0][0] == 0 and full[1][0] == 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fdr_bh_matches_scipy(seed):
+    rng = np.random.default_rng(seed)
+    p = np.concatenate([rng.uniform(size=300), rng.uniform(0, 0.001, 40)])
+    reject, q = fdr_bh(p, q=0.05)
+    ref = scipy.stats.false_discovery_control(p, method="bh")
+    np.testing.assert_allclose(q, ref, rtol=1e-12)
+    np.testing.assert_array_equal(reject, ref <= 0.05)
+    assert reject[-40:].mean() > 0.9
+
+
+def test_fdr_bh_nan_and_errors():
+    p = np.array([0.001, np.nan, 0.5, 0.01])
+    reject, q = fdr_bh(p)
+    np.testing.assert_allclose(q[[0, 2, 3]], scipy.stats.false_discovery_control(p[[0, 2, 3]]))
+    assert np.isnan(q[1]) and not reject[1]
+    with pytest.raises(ValueError):
+        fdr_bh(np.array([1.5]))
+
+
+# --------------------------------------------------------------------------- partitioning
+def _venn_r2(regions: dict[frozenset, np.ndarray], spaces: list[str]) -> dict:
+    """R2 of every subset = total area of regions touching it (a true Venn diagram)."""
+    import itertools
+
+    out = {}
+    for k in range(1, len(spaces) + 1):
+        for subset in itertools.combinations(spaces, k):
+            s = frozenset(subset)
+            out[s] = sum(v for reg, v in regions.items() if reg & s)
+    return out
+
+
+@pytest.mark.parametrize("n_spaces", [1, 2, 3, 4])
+def test_variance_partitioning_recovers_venn_regions(n_spaces):
+    import itertools
+
+    rng = np.random.default_rng(n_spaces)
+    spaces = ["visual", "audio", "text", "motion"][:n_spaces]
+    regions = {
+        frozenset(c): rng.uniform(0, 0.1, 6)
+        for k in range(1, n_spaces + 1)
+        for c in itertools.combinations(spaces, k)
+    }
+    out = variance_partitioning(_venn_r2(regions, spaces))
+    assert out["spaces"] == sorted(spaces)
+    for s in spaces:
+        np.testing.assert_allclose(out["unique"][s], regions[frozenset([s])])
+    for reg, v in regions.items():
+        if len(reg) >= 2:
+            np.testing.assert_allclose(out["shared"][reg], v)
+    total = sum(out["unique"].values()) + sum(out["shared"].values())
+    np.testing.assert_allclose(total, out["total"])
+
+
+def test_variance_partitioning_two_spaces_formula_and_partial_input():
+    ra, rb, rab = np.array([0.2, 0.1]), np.array([0.15, 0.0]), np.array([0.3, 0.1])
+    out = variance_partitioning({frozenset("a"): ra, frozenset("b"): rb, frozenset("ab"): rab})
+    np.testing.assert_allclose(out["unique"]["a"], rab - rb)
+    np.testing.assert_allclose(out["shared"][frozenset("ab")], ra + rb - rab)
+    # only full and leave-one-out models: unique variance, no shared regions
+    r3 = {
+        frozenset("abc"): np.ones(2),
+        frozenset("ab"): np.full(2, 0.7),
+        frozenset("ac"): np.full(2, 0.8),
+        frozenset("bc"): np.full(2, 0.9),
+    }
+    out = variance_partitioning(r3)
+    np.testing.assert_allclose(out["unique"]["a"], 0.1)
+    np.testing.assert_allclose(out["unique"]["c"], 0.3)
+    assert out["shared"] == {}
+    with pytest.raises(ValueError):
+        variance_partitioning({frozenset("a"): ra, frozenset("b"): rb})
