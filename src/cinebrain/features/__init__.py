@@ -1,5 +1,27 @@
-"""Feature extractors. Each returns a :class:`FeatureSpace`."""
+"""Feature extractors. Each returns :class:`FeatureSpace` objects in stimulus time.
 
+- :func:`~cinebrain.features.video.extract_video`: pixels, luminance, motion, motion energy
+- :func:`~cinebrain.features.audio.extract_audio`: RMS envelope, log-mel spectrogram
+- :func:`~cinebrain.features.text.text_embeddings`, :func:`~cinebrain.features.text.transcript_features`
+- :func:`~cinebrain.features.annotations.annotation_features`
+- :func:`~cinebrain.features.cache.cached`, :func:`~cinebrain.features.cache.cached_many`
+"""
+
+from cinebrain.features.annotations import annotation_features
+from cinebrain.features.audio import extract_audio
 from cinebrain.features.base import FeatureSpace
+from cinebrain.features.cache import cached, cached_many
+from cinebrain.features.text import text_embeddings, transcript_features
+from cinebrain.features.video import MotionEnergyPyramid, extract_video
 
-__all__ = ["FeatureSpace"]
+__all__ = [
+    "FeatureSpace",
+    "MotionEnergyPyramid",
+    "annotation_features",
+    "cached",
+    "cached_many",
+    "extract_audio",
+    "extract_video",
+    "text_embeddings",
+    "transcript_features",
+]

@@ -40,7 +40,7 @@ def embed_texts(texts: list[str], batch_size: int = 64, device: str = "cpu") -> 
         unique, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False,
         convert_to_numpy=True,
     ).astype(np.float32)
-    lookup = {t: e for t, e in zip(unique, emb)}
+    lookup = {t: e for t, e in zip(unique, emb, strict=True)}
     for i in idx:
         out[i] = lookup[texts[i].strip()]
     return out
