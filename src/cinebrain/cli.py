@@ -94,9 +94,9 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def _stage(name: str):
     def run(args: argparse.Namespace) -> int:
+        config = _config_from_args(args)
         from cinebrain import workflow
 
-        config = _config_from_args(args)
         out = Path(config.out)
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
@@ -108,9 +108,9 @@ def _stage(name: str):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    config = _config_from_args(args)
     from cinebrain import workflow
 
-    config = _config_from_args(args)
     print(f"run folder {config.out}")
     workflow.run_all(config)
     return 0
