@@ -1,1 +1,5 @@
 """cinebrain.data."""
+
+from cinebrain.data.simulate import simulate_study
+
+__all__ = ["simulate_study"]

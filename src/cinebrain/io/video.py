@@ -308,8 +308,12 @@ def write_video(
             vstream.width, vstream.height = enc_width, enc_height
             vstream.pix_fmt = "yuv420p"
             # AVI cannot store presentation times, so no B-frames (frames stay in order).
+            # One encoder thread: x264's threaded encodes differ from run to run, and a
+            # given seed must always give the same movie.
+            vstream.thread_count = 1
             vstream.options = {
                 "crf": str(crf),
+                "preset": "veryfast",
                 **({"bf": "0"} if container_format == "avi" else {}),
             }
             astream = None
