@@ -48,6 +48,7 @@ from cinebrain.data.dataset import (
 from cinebrain.data.splits import HRF_LENGTH_S, contiguous_folds, gap_trs, split_by_runs
 from cinebrain.errors import InputError
 from cinebrain.features.base import FeatureSpace
+from cinebrain.linear.reduce import fit_band_rotation
 
 Log = Callable[[str], None]
 
@@ -352,6 +353,11 @@ def fit(config: RunConfig, log: Log = _print) -> dict:
         train_idx, test_idx = split_by_runs(run_index, test_runs)
         _save_repeats(timings, run_index, Y, out / "predictions" / subject)
         X, sizes, _, mean, std = _design(spaces, bands, timings, study, config, train_idx)
+        # Bands wider than the training set are rotated into its row space: exact, and
+        # far cheaper for the solvers. Coefficients are mapped back before saving.
+        rotation = fit_band_rotation(X[train_idx], sizes)
+        X = rotation.transform(X)
+        sizes = rotation.reduced_sizes
         folds = contiguous_folds(
             train_idx.size, config.model.cv_folds, gap=gap_trs(study.tr, HRF_LENGTH_S),
             run_index=run_index[train_idx],
@@ -361,7 +367,8 @@ def fit(config: RunConfig, log: Log = _print) -> dict:
         pred_split = _split_predict(model, X[test_idx], sizes)
         pred = np.asarray(model.predict(X[test_idx]), dtype=np.float32)
         mdir = out / "models" / subject
-        save_npy(mdir / "coef.npy", np.asarray(model.coef_, dtype=np.float32))
+        coef = np.asarray(model.coef_, dtype=np.float32)
+        save_npy(mdir / "coef.npy", rotation.coef_back(coef.reshape(coef.shape[0], -1)))
         save_npy(mdir / "intercept.npy", np.asarray(model.intercept_, dtype=np.float32))
         alpha = getattr(model, "best_alphas_", None)
         if alpha is None:
@@ -371,7 +378,7 @@ def fit(config: RunConfig, log: Log = _print) -> dict:
             save_npy(mdir / "deltas.npy", np.asarray(model.deltas_, dtype=np.float32))
         save_npy(mdir / "feature_mean.npy", mean)
         save_npy(mdir / "feature_std.npy", std)
-        write_json(mdir / "bands.json", {"bands": bands, "sizes": sizes, "train_runs":
+        write_json(mdir / "bands.json", {"bands": bands, "sizes": rotation.sizes, "train_runs":
                    [names[i] for i in sorted(set(range(len(names))) - set(test_runs))],
                    "test_runs": [names[i] for i in test_runs]})
         pdir = out / "predictions" / subject

@@ -1,1 +1,31 @@
-"""cinebrain.linear."""
+"""Voxelwise linear encoding models: ridge and banded ridge with per-target CV.
+
+Estimators (:class:`RidgeCV`, :class:`BandedRidgeCV`) follow the scikit-learn API; the
+numerical work lives in plain solver functions (:mod:`cinebrain.linear.solvers`) written
+once against a numpy / torch backend (:mod:`cinebrain.linear.backends`).
+"""
+
+from cinebrain.linear.backends import BACKENDS, get_backend
+from cinebrain.linear.estimators import BandedRidgeCV, RidgeCV, correlation_per_target
+from cinebrain.linear.solvers import (
+    DEFAULT_ALPHAS,
+    band_weight_candidates,
+    contiguous_splits,
+    solve_banded_ridge_cv,
+    solve_ridge,
+    solve_ridge_cv,
+)
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_ALPHAS",
+    "BandedRidgeCV",
+    "RidgeCV",
+    "band_weight_candidates",
+    "contiguous_splits",
+    "correlation_per_target",
+    "get_backend",
+    "solve_banded_ridge_cv",
+    "solve_ridge",
+    "solve_ridge_cv",
+]

@@ -1,0 +1,150 @@
+"""Benchmark cinebrain RidgeCV against himalaya RidgeCV and scikit-learn RidgeCV.
+
+    python benchmarks/ridge.py            # 3000 TRs x 1000 features x 50,000 voxels
+    python benchmarks/ridge.py --small    # quick sanity run
+
+float32 data, 15 alphas, 5 contiguous folds (the same splits are given to himalaya).
+scikit-learn has no per-target K-fold mode, so it runs its efficient leave-one-out (GCV)
+``RidgeCV(alphas, alpha_per_target=True)``. Prints timings, speed-up ratios, the fraction of
+voxels where cinebrain and himalaya pick the same alpha, the largest difference of held-out
+Pearson r between them, and cinebrain's peak memory over the size of Y. Never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import time
+import tracemalloc
+import warnings
+
+import numpy as np
+
+from cinebrain.linear import RidgeCV, contiguous_splits, correlation_per_target
+
+
+def synthetic(n_train, n_test, n_features, n_voxels, seed=0):
+    """Correlated, temporally smooth features; voxels = X W + noise, SNR varying per voxel."""
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    Z = rng.standard_normal((n, n_features), dtype=np.float32)
+    for i in range(1, n):  # AR(1) in time, like HRF-convolved stimulus features
+        Z[i] += 0.7 * Z[i - 1]
+    Q, _ = np.linalg.qr(rng.standard_normal((n_features, n_features)))
+    spectrum = 1.0 / (1.0 + np.arange(n_features) / 20.0)  # few strong directions
+    X = (Z @ (Q * spectrum).T.astype(np.float32)).astype(np.float32)
+    X += rng.uniform(-1, 1, n_features).astype(np.float32)
+    W = rng.standard_normal((n_features, n_voxels), dtype=np.float32)
+    W *= (rng.random((n_features, n_voxels)) < 0.2)  # each voxel sees a subset
+    Y = X @ W
+    Y /= Y[:n_train].std(0)
+    Y *= np.logspace(-2, 0.5, n_voxels).astype(np.float32)[rng.permutation(n_voxels)]
+    Y += rng.standard_normal((n, n_voxels), dtype=np.float32)
+    Y += rng.uniform(-5, 5, n_voxels).astype(np.float32)
+    return X[:n_train], Y[:n_train], X[n_train:], Y[n_train:]
+
+
+def exact_best_alphas(X, Y, alphas, folds):
+    """Argmax of the float64 CV score (mean over folds of the validation MSE) per target."""
+    X, Y = X.astype(np.float64), Y.astype(np.float64)
+    losses = np.zeros((alphas.size, Y.shape[1]))
+    for train, val in folds:
+        x_mean, y_mean = X[train].mean(0), Y[train].mean(0)
+        U, s, Vt = np.linalg.svd(X[train] - x_mean, full_matrices=False)
+        UtY = U.T @ (Y[train] - y_mean)
+        Xv, Yv = X[val] - x_mean, Y[val] - y_mean
+        for i, alpha in enumerate(alphas):
+            W = Vt.T @ ((s / (s**2 + alpha))[:, None] * UtY)
+            losses[i] += ((Xv @ W - Yv) ** 2).mean(0)
+    return alphas[np.argmin(losses, axis=0)]
+
+
+def timed(label, fn):
+    gc.collect()
+    t0 = time.perf_counter()
+    out = fn()
+    dt = time.perf_counter() - t0
+    print(f"{label:<38s} {dt:8.2f} s", flush=True)
+    return out, dt
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--small", action="store_true", help="600 TRs x 200 features x 2000 voxels")
+    parser.add_argument("--samples", type=int, default=3000)
+    parser.add_argument("--features", type=int, default=1000)
+    parser.add_argument("--voxels", type=int, default=50_000)
+    parser.add_argument("--backend", default="numpy", choices=["numpy", "torch"])
+    parser.add_argument("--skip-sklearn", action="store_true")
+    parser.add_argument("--skip-himalaya", action="store_true")
+    args = parser.parse_args()
+    if args.small:
+        args.samples, args.features, args.voxels = 600, 200, 2000
+    n, p, t = args.samples, args.features, args.voxels
+    alphas = np.logspace(-1, 7, 15).astype(np.float32)
+    X, Y, X_test, Y_test = synthetic(n, n // 5, p, t)
+    folds = contiguous_splits(n, 5)
+    print(f"X {X.shape} float32, Y {Y.shape} float32 ({Y.nbytes / 2**20:.0f} MB), "
+          f"{alphas.size} alphas, 5 contiguous folds, backend={args.backend}")
+
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tracemalloc.start()
+    model, t_cb = timed("cinebrain RidgeCV", lambda: RidgeCV(
+        alphas=alphas, cv=5, backend=args.backend).fit(X, Y))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    r_cb = model.score(X_test, Y_test)
+    results = {}
+
+    if not args.skip_himalaya:
+        from himalaya.backend import set_backend
+        from himalaya.ridge import RidgeCV as HimalayaRidgeCV
+
+        set_backend("numpy")
+        him, t_him = timed("himalaya RidgeCV (numpy, same folds)", lambda: HimalayaRidgeCV(
+            alphas=alphas, cv=folds, fit_intercept=True).fit(X, Y))
+        same = np.isclose(model.alpha_, him.best_alphas_, rtol=1e-4)
+        # disagreements that are float32 near-ties of the CV score (< 1e-6 relative)
+        cols = np.flatnonzero(~same)
+        idx_cb = np.searchsorted(alphas, model.alpha_[cols] * (1 - 1e-4))
+        idx_him = np.searchsorted(alphas, him.best_alphas_[cols] * (1 - 1e-4))
+        s_cb, s_him = model.cv_scores_[idx_cb, cols], model.cv_scores_[idx_him, cols]
+        ties = np.abs(s_cb - s_him) <= 1e-6 * np.abs(s_him)
+        r_him = correlation_per_target(Y_test, X_test @ him.coef_)  # r ignores the intercept
+        exact = exact_best_alphas(X, Y[:, cols], alphas.astype(np.float64), folds)
+        exact_cb = np.isclose(exact, model.alpha_[cols], rtol=1e-4).sum()
+        exact_him = np.isclose(exact, him.best_alphas_[cols], rtol=1e-4).sum()
+        results["himalaya"] = t_him
+        del him
+    if not args.skip_sklearn:
+        from sklearn.linear_model import RidgeCV as SklearnRidgeCV
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sk, t_sk = timed("scikit-learn RidgeCV (GCV, per target)", lambda: SklearnRidgeCV(
+                alphas=alphas, alpha_per_target=True).fit(X, Y))
+        r_sk = correlation_per_target(Y_test, X_test @ sk.coef_.T)
+        results["scikit-learn"] = t_sk
+        del sk
+
+    print()
+    for name, seconds in results.items():
+        print(f"speed-up vs {name:<13s}: {seconds / t_cb:6.2f}x")
+    if "himalaya" in results:
+        print(f"same alpha as himalaya        : {same.mean() * 100:.3f}% of voxels "
+              f"({(~same).sum()} differ, {ties.sum()} of them float32 near-ties of the CV score)")
+        print(f"  where they differ, the float64 CV argmax is cinebrain's on {exact_cb}, "
+              f"himalaya's on {exact_him}")
+        print(f"max |held-out r difference|   : {np.abs(r_cb - r_him).max():.2e} "
+              f"(mean r cinebrain {r_cb.mean():.4f}, himalaya {r_him.mean():.4f}); "
+              f"{np.abs(r_cb - r_him)[same].max():.2e} where the alphas agree")
+    if "scikit-learn" in results:
+        print(f"mean held-out r scikit-learn  : {r_sk.mean():.4f} (leave-one-out alphas)")
+    print(f"cinebrain peak memory / Y     : {peak / Y.nbytes:.2f} (tracemalloc, numpy allocations); "
+          f"max RSS growth / Y {(rss1 - rss0) * 1024 / Y.nbytes:.2f}")
+
+
+if __name__ == "__main__":
+    main()

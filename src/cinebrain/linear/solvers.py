@@ -1,0 +1,591 @@
+"""Ridge and banded-ridge solvers with one regularisation per target, chosen by CV.
+
+Plain functions on arrays; the estimators in :mod:`cinebrain.linear.estimators` are thin
+wrappers. Notation: ``X`` is ``(n_samples, n_features)``, ``Y`` is ``(n_samples, n_targets)``
+(TRs x voxels), ``alphas`` are ridge penalties, a *band* is a block of feature columns (one
+feature space) and ``gammas`` are band weights on the simplex (banded ridge scales band
+``b`` by ``sqrt(gamma_b)``, which is the same as penalising it with ``alpha / gamma_b``).
+
+How the CV is made fast (everything below is exact, no approximation):
+
+* Per fold the centred training Gram matrix ``C = X_tr' X_tr`` (float64) is diagonalised
+  once, ``C = V diag(lam) V'``, and shared by every alpha and every target. For band weights
+  ``gamma`` the scaled Gram is ``D C D`` with ``D = diag(sqrt(gamma))``, so banded ridge reuses
+  the per-fold ``C`` and only re-diagonalises a ``(n_features, n_features)`` matrix.
+* The ridge solution is ``W_a = D V diag(1 / (lam + a)) V' D X_tr' Y_tr``. The cross-products
+  ``X_tr' Y_tr`` come from ``X' Y`` (computed once) minus the rows left out of training, so
+  each fold touches only its held-out rows of ``Y``.
+* Validation predictions for all alphas are one matrix product per chunk of targets:
+  ``[A / (lam + a_1); ...; A / (lam + a_m)] @ Z`` with ``A = X_val D V`` and ``Z = V' D X_tr' Y_tr``.
+* Targets are processed in chunks (``n_targets_batch``) so the working set stays small;
+  ``Y`` itself is never copied whole. The refit writes the coefficients into the buffer that
+  held ``X' Y``.
+
+The CV criterion matches himalaya's default (``l2_neg_loss``): per fold, the mean squared
+error on the validation rows; averaged over folds; the alpha with the best (least) mean is
+chosen per target, ties going to the larger alpha.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cinebrain.linear.backends import get_backend
+
+#: Default grid of ridge penalties.
+DEFAULT_ALPHAS = np.logspace(-1, 7, 15)
+
+#: Budget (bytes) for the per-chunk working set when ``n_targets_batch`` is None.
+CHUNK_BYTES = 64 * 2**20
+
+Folds = list[tuple[np.ndarray, np.ndarray]]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def check_X(X, name: str = "X") -> np.ndarray:
+    """``X`` as a finite 2D float32 array ``(n_samples, n_features)``."""
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2D (n_samples, n_features), got shape {X.shape}")
+    if X.shape[0] < 2 or X.shape[1] < 1:
+        raise ValueError(f"{name} needs at least 2 samples and 1 feature, got shape {X.shape}")
+    if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
+        raise ValueError(f"{name} must be real numbers, got dtype {X.dtype}")
+    X = np.asarray(X, dtype=np.float32)
+    if not np.isfinite(X).all():
+        raise ValueError(f"{name} contains NaN or infinite values; impute or drop them first")
+    return X
+
+
+def check_Y(Y, n_samples: int, name: str = "Y") -> tuple[np.ndarray, bool]:
+    """``Y`` as a 2D array (not copied), and whether it was 1D. Checked in column chunks."""
+    Y = np.asarray(Y)
+    ravel = Y.ndim == 1
+    if ravel:
+        Y = Y[:, None]
+    if Y.ndim != 2:
+        raise ValueError(f"{name} must be 1D or 2D (n_samples, n_targets), got shape {Y.shape}")
+    if Y.shape[0] != n_samples:
+        raise ValueError(f"X has {n_samples} samples but {name} has {Y.shape[0]}; "
+                         "they must have the same number of rows (TRs)")
+    if Y.shape[1] < 1:
+        raise ValueError(f"{name} has no targets (shape {Y.shape})")
+    if not np.issubdtype(Y.dtype, np.number) or np.issubdtype(Y.dtype, np.complexfloating):
+        raise ValueError(f"{name} must be real numbers, got dtype {Y.dtype}")
+    step = max(1, CHUNK_BYTES // (8 * n_samples))
+    for start in range(0, Y.shape[1], step):
+        if not np.isfinite(Y[:, start:start + step]).all():
+            raise ValueError(f"{name} contains NaN or infinite values; impute or drop them first")
+    return Y, ravel
+
+
+def check_alphas(alphas) -> np.ndarray:
+    """Ridge penalties as a 1D float64 array of finite values > 0."""
+    alphas = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
+    if alphas.ndim != 1 or alphas.size == 0:
+        raise ValueError(f"alphas must be a non-empty 1D sequence, got shape {alphas.shape}")
+    if not np.isfinite(alphas).all() or (alphas <= 0).any():
+        raise ValueError(f"alphas must be finite and > 0, got {alphas.tolist()}")
+    return alphas
+
+
+def contiguous_splits(n_samples: int, n_folds: int) -> Folds:
+    """K folds whose validation sets are contiguous blocks (no shuffling, no gap).
+
+    Same blocks as ``sklearn.model_selection.KFold(n_folds)`` (the first ``n % K`` blocks
+    are one sample longer). For fMRI use :func:`cinebrain.data.splits.contiguous_folds`
+    to leave a gap of one HRF between training and validation blocks.
+    """
+    if n_folds < 2:
+        raise ValueError(f"cv must be >= 2 folds, got {n_folds}")
+    if n_samples < n_folds:
+        raise ValueError(f"{n_samples} samples are too few for {n_folds} folds")
+    sizes = np.full(n_folds, n_samples // n_folds)
+    sizes[: n_samples % n_folds] += 1
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    idx = np.arange(n_samples)
+    return [(np.concatenate([idx[:a], idx[b:]]), idx[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def check_cv(cv, n_samples: int) -> Folds | str:
+    """Folds from ``cv``: an int (contiguous folds), "loo", or a list of (train, val) indices."""
+    if isinstance(cv, str):
+        if cv != "loo":
+            raise ValueError(f"cv must be an int, 'loo' or a list of (train, val) indices, got {cv!r}")
+        return "loo"
+    if isinstance(cv, (int, np.integer)):
+        return contiguous_splits(n_samples, int(cv))
+    if hasattr(cv, "split"):  # a scikit-learn splitter
+        cv = list(cv.split(np.zeros((n_samples, 1))))
+    folds = []
+    try:
+        pairs = list(cv)
+    except TypeError:
+        raise ValueError(f"cv must be an int, 'loo' or a list of (train, val) indices, got {cv!r}") from None
+    if not pairs:
+        raise ValueError("cv is an empty list of folds")
+    for i, pair in enumerate(pairs):
+        if len(pair) != 2:
+            raise ValueError(f"fold {i} must be a pair (train_idx, val_idx)")
+        train, val = (np.asarray(p) for p in pair)
+        for name, ix in (("train", train), ("validation", val)):
+            if ix.dtype == bool:
+                raise ValueError(f"fold {i}: {name} indices must be integers, not a boolean mask")
+            if ix.ndim != 1 or ix.size == 0 or not np.issubdtype(ix.dtype, np.integer):
+                raise ValueError(f"fold {i}: {name} indices must be a non-empty 1D integer array")
+            if ix.min() < 0 or ix.max() >= n_samples:
+                raise ValueError(f"fold {i}: {name} indices out of range [0, {n_samples})")
+        train, val = np.unique(train), np.unique(val)
+        if np.intersect1d(train, val).size:
+            raise ValueError(f"fold {i}: training and validation indices overlap")
+        folds.append((train, val))
+    return folds
+
+
+def check_groups(groups, n_features: int) -> list[slice]:
+    """Band slices from a list of band sizes or of slices covering ``n_features`` columns."""
+    if groups is None or len(groups) == 0:
+        raise ValueError("groups must list the feature spaces: band sizes, e.g. [512, 256], or slices")
+    slices = []
+    if all(isinstance(g, slice) for g in groups):
+        for g in groups:
+            start, stop, step = g.indices(n_features)
+            if step != 1 or stop <= start:
+                raise ValueError(f"band {g} must be a non-empty contiguous slice")
+            slices.append(slice(start, stop))
+        order = sorted(slices, key=lambda s: s.start)
+        covered = [s.start for s in order] == [0] + [s.stop for s in order[:-1]]
+        if not covered or order[-1].stop != n_features:
+            raise ValueError(f"band slices must tile the {n_features} feature columns "
+                             "exactly once, without gaps or overlaps")
+        return slices
+    try:
+        sizes = [int(g) for g in groups]
+    except (TypeError, ValueError):
+        raise ValueError("groups must be a list of band sizes (ints) or of slices") from None
+    if any(s <= 0 for s in sizes) or sum(sizes) != n_features:
+        raise ValueError(f"band sizes {sizes} must be > 0 and sum to the {n_features} features of X")
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def band_weight_candidates(n_bands: int, n_iter: int, concentration=(0.1, 1.0),
+                           random_state: int | None = 0) -> np.ndarray:
+    """``(n_iter, n_bands)`` band weights on the simplex to search.
+
+    Row 0 is equal weights, rows 1..n_bands are the single-band corners (one feature space
+    alone, the others switched off), the rest are Dirichlet samples cycling through
+    ``concentration`` (as himalaya's random search).
+    """
+    if n_iter < 1:
+        raise ValueError(f"n_iter must be >= 1, got {n_iter}")
+    fixed = [np.full(n_bands, 1.0 / n_bands)]
+    if n_bands > 1:
+        fixed += list(np.eye(n_bands))
+    rng = np.random.default_rng(random_state)
+    conc = np.atleast_1d(np.asarray(concentration, dtype=float))
+    samples = [rng.dirichlet(np.full(n_bands, conc[i % conc.size]))
+               for i in range(max(0, n_iter - len(fixed)))]
+    return np.asarray(fixed + samples, dtype=np.float64)[:n_iter]
+
+
+# --------------------------------------------------------------------------- internals
+
+
+@dataclass
+class _Data:
+    """Centred design on the backend and bookkeeping shared by every fold."""
+
+    be: object
+    X: object  # (n, p) float32 on the backend, centred on all samples if fit_intercept
+    Y: np.ndarray  # (n, t) user array, never copied whole
+    x_mean: np.ndarray  # (p,) float64
+    y_mean: np.ndarray  # (t,) float64
+    fit_intercept: bool
+    batch: int
+
+    def y_chunk(self, rows, cols: slice):
+        """Rows x cols of ``Y`` minus the global mean, float32 on the backend."""
+        block = self.Y[:, cols] if rows is None else self.Y[rows, cols]
+        block = np.array(block, dtype=np.float32, copy=True)
+        if self.fit_intercept:
+            block -= self.y_mean[cols].astype(np.float32)
+        return self.be.asarray(block)
+
+
+@dataclass
+class _Fold:
+    train: np.ndarray
+    val: np.ndarray
+    out: np.ndarray  # rows not in train (contains val)
+    val_in_out: np.ndarray  # positions of val rows inside `out`
+    x_mean: object  # (p,) float64 backend: training mean of the (centred) design
+    gram: object  # (p, p) float64 backend: centred training Gram matrix
+    X_out: object  # (n_out, p) float32 backend
+    X_val: object  # (n_val, p) float32 backend, centred on the training mean
+    loo_weights: object = None  # (n_alphas, n) float32 backend; only for cv="loo"
+
+
+def _chunk_size(n_targets_batch, n_targets, n_rows, n_features, n_alpha_rows) -> int:
+    if n_targets_batch is not None:
+        n_targets_batch = int(n_targets_batch)
+        if n_targets_batch < 1:
+            raise ValueError(f"n_targets_batch must be >= 1, got {n_targets_batch}")
+        return min(n_targets_batch, n_targets)
+    per_target = 4 * (2 * n_rows + 3 * n_features + n_alpha_rows)
+    size = max(64, CHUNK_BYTES // per_target // 64 * 64)
+    return min(size, n_targets)
+
+
+def _prepare(X, Y, fit_intercept, backend, device, n_targets_batch, n_alpha_rows) -> _Data:
+    be = get_backend(backend, device)
+    n, p = X.shape
+    x_mean = X.mean(axis=0, dtype=np.float64) if fit_intercept else np.zeros(p)
+    Xc = (X - x_mean.astype(np.float32)) if fit_intercept else X
+    if fit_intercept:
+        step = max(1, CHUNK_BYTES // (8 * n))
+        y_mean = np.concatenate([Y[:, s:s + step].mean(axis=0, dtype=np.float64)
+                                 for s in range(0, Y.shape[1], step)])
+    else:
+        y_mean = np.zeros(Y.shape[1])
+    batch = _chunk_size(n_targets_batch, Y.shape[1], n, p, n_alpha_rows)
+    return _Data(be, be.asarray(Xc), Y, x_mean, y_mean, fit_intercept, batch)
+
+
+def _chunks(n_targets: int, batch: int):
+    for start in range(0, n_targets, batch):
+        yield slice(start, min(start + batch, n_targets))
+
+
+def _cross_products(data: _Data):
+    """``X' Y`` ``(p, t)`` float32 on the backend, and column sums of centred ``Y`` (float64)."""
+    be, n_targets = data.be, data.Y.shape[1]
+    XtY = be.empty((data.X.shape[1], n_targets))
+    col_sums = np.zeros(n_targets)
+    for cols in _chunks(n_targets, data.batch):
+        Yc = data.y_chunk(None, cols)
+        XtY[:, cols] = data.X.T @ Yc
+        col_sums[cols] = be.to_numpy(be.sum_rows(Yc))
+    return XtY, col_sums
+
+
+def _make_fold(data: _Data, train, val) -> _Fold:
+    be, n = data.be, data.X.shape[0]
+    out = np.setdiff1d(np.arange(n), train, assume_unique=True)
+    Xtr = be.float64(be.take_rows(data.X, train))
+    x_mean = Xtr.mean(0) if data.fit_intercept else be.zeros(Xtr.shape[1], dtype=np.float64)
+    if data.fit_intercept:
+        Xtr -= x_mean
+    gram = Xtr.T @ Xtr
+    del Xtr
+    X_val = be.take_rows(data.X, val) - be.float32(x_mean)
+    return _Fold(train, val, out, np.searchsorted(out, val), x_mean, gram,
+                 be.take_rows(data.X, out), X_val)
+
+
+def _loo_fold(data: _Data, n_alphas: int) -> _Fold:
+    be, n = data.be, data.X.shape[0]
+    X64 = be.float64(data.X)
+    return _Fold(np.arange(n), np.arange(n), np.arange(0), np.arange(n),
+                 be.zeros(X64.shape[1], dtype=np.float64), X64.T @ X64,
+                 be.take_rows(data.X, np.arange(0)), data.X)
+
+
+def _train_cross_products(data: _Data, fold: _Fold, XtY, col_sums, cols):
+    """Centred ``X_tr' Y_tr`` ``(p, c)`` and centred validation targets ``(n_val, c)``."""
+    be = data.be
+    n_tr = fold.train.size
+    if fold.out.size == 0:  # leave-one-out: train on everything
+        return XtY[:, cols], data.y_chunk(fold.val, cols)
+    Y_out = data.y_chunk(fold.out, cols)
+    if n_tr <= fold.out.size:  # few training rows: compute directly
+        Y_tr = data.y_chunk(fold.train, cols)
+        XtY_tr = be.take_rows(data.X, fold.train).T @ Y_tr
+        sum_tr = be.sum_rows(Y_tr)
+        del Y_tr
+    else:
+        XtY_tr = XtY[:, cols] - fold.X_out.T @ Y_out
+        sum_tr = be.asarray(col_sums[cols], dtype=np.float64) - be.sum_rows(Y_out)
+    Y_val = be.take_rows(Y_out, fold.val_in_out)
+    if data.fit_intercept:
+        y_mean_tr = be.float32(sum_tr / n_tr)
+        # X_tr' (Y_tr - 1 m') with X_tr centred = X_tr' Y_tr - n_tr x_mean m'
+        XtY_tr -= (n_tr * be.float32(fold.x_mean))[:, None] * y_mean_tr[None, :]
+        Y_val -= y_mean_tr[None, :]
+    return XtY_tr, Y_val
+
+
+def _cv_losses(data: _Data, folds: list[_Fold], XtY, col_sums, alphas, scale=None) -> np.ndarray:
+    """Validation MSE ``(n_alphas, n_targets)`` averaged over folds, for band scaling ``scale``.
+
+    ``scale`` is the ``(p,)`` float64 vector ``sqrt(gamma)`` per feature (None: ones).
+    """
+    be = data.be
+    n_alphas, n_targets = alphas.size, data.Y.shape[1]
+    alphas_be = be.asarray(alphas, dtype=np.float64)
+    losses = np.zeros((n_alphas, n_targets))
+    d64 = None if scale is None else be.asarray(scale, dtype=np.float64)
+    d32 = None if scale is None else be.float32(d64)
+    for fold in folds:
+        gram = fold.gram if d64 is None else fold.gram * (d64[:, None] * d64[None, :])
+        evals, evecs = be.eigh(gram)
+        del gram
+        V = be.float32(evecs)  # (p, k)
+        A = fold.X_val @ V if d32 is None else (fold.X_val * d32[None, :]) @ V  # (n_val, k)
+        # (n_alphas, n_val, k): the validation "hat" rows for every alpha, built once per fold
+        inv = be.float32(1.0 / (evals[None, :] + alphas_be[:, None]))
+        As = A[None, :, :] * inv[:, None, :]
+        n_val, k = A.shape
+        As = As.reshape(n_alphas * n_val, k)
+        for cols in _chunks(n_targets, data.batch):
+            XtY_tr, Y_val = _train_cross_products(data, fold, XtY, col_sums, cols)
+            if d32 is not None:
+                XtY_tr = XtY_tr * d32[:, None]
+            Z = V.T @ XtY_tr  # (k, c)
+            del XtY_tr
+            P = (As @ Z).reshape(n_alphas, n_val, -1)  # (n_alphas, n_val, c) predictions
+            if fold.loo_weights is None:
+                # ||y - p||^2 = ||y||^2 - 2 y'p + ||p||^2, with y'p = sum_i g_ai (A'y)_i Z_i.
+                # The alpha-dependent terms keep their own float32 precision instead of
+                # being rounded against ||y||^2, so near-flat CV curves are ranked reliably.
+                cross = inv @ ((A.T @ Y_val) * Z)  # (n_alphas, c)
+                sq = be.sum_squares_axis1(P)
+                yy = be.sum_rows(Y_val * Y_val)
+                loss = (sq - 2.0 * be.float64(cross)) + yy[None, :]
+            else:  # leave-one-out: residuals rescaled per sample and alpha
+                P -= Y_val[None]
+                P *= fold.loo_weights[:, :, None]
+                loss = be.sum_squares_axis1(P)
+            losses[:, cols] += be.to_numpy(loss) / n_val
+            del P, Z, Y_val
+    losses /= len(folds)
+    return losses
+
+
+def _loo_weights(data: _Data, fold: _Fold, alphas) -> object:
+    """``1 / (1 - h_ii(alpha))``, ``(n_alphas, n)``: exact leave-one-out rescaling of residuals.
+
+    ``h_ii = 1/n + sum_k (X V)_ik^2 / (lam_k + alpha)`` is the hat-matrix diagonal of ridge
+    with an unpenalised intercept (no ``1/n`` term without intercept).
+    """
+    be = data.be
+    evals, evecs = be.eigh(fold.gram)
+    B2 = (be.float64(data.X) @ evecs) ** 2  # (n, k)
+    h = be.float32(B2 @ (1.0 / (evals[:, None] + be.asarray(alphas, dtype=np.float64)[None, :]))).T
+    if data.fit_intercept:
+        h += 1.0 / data.X.shape[0]
+    return 1.0 / (1.0 - h)
+
+
+def _select(losses: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best alpha index per target and its score (negative MSE). Ties -> larger alpha."""
+    scores = -losses + 1e-10 * np.log(alphas)[:, None]  # himalaya's tie-break slope
+    best = np.argmax(scores, axis=0)
+    return best, -losses[best, np.arange(losses.shape[1])]
+
+
+def _refit(data: _Data, XtY, alpha_per_target: np.ndarray, scale=None,
+           targets: np.ndarray | None = None, gram=None):
+    """Ridge weights on all samples written over ``XtY`` (columns ``targets``, default all).
+
+    ``W = D V diag(1 / (lam + a_t)) V' D X' Y`` for each target ``t``, chunk by chunk: the
+    per-target alpha is an elementwise scaling, so there is no loop over targets.
+    """
+    be = data.be
+    if gram is None:
+        X64 = be.float64(data.X)
+        gram = X64.T @ X64
+        del X64
+    d64 = None if scale is None else be.asarray(scale, dtype=np.float64)
+    if d64 is not None:
+        gram = gram * (d64[:, None] * d64[None, :])
+    evals, evecs = be.eigh(gram)
+    V = be.float32(evecs)
+    d32 = None if d64 is None else be.float32(d64)
+    if targets is None:
+        pieces = [(c, c) for c in _chunks(XtY.shape[1], data.batch)]
+    else:
+        pieces = [(targets[c], be.indices(targets[c])) for c in _chunks(targets.size, data.batch)]
+    for host_cols, cols in pieces:
+        Z = XtY[:, cols] if d32 is None else XtY[:, cols] * d32[:, None]
+        Z = V.T @ Z  # (k, c)
+        a = be.asarray(alpha_per_target[host_cols], dtype=np.float64)
+        Z *= be.float32(1.0 / (evals[:, None] + a[None, :]))
+        W = V @ Z
+        if d32 is not None:
+            W *= d32[:, None]
+        XtY[:, cols] = W
+    return XtY
+
+
+def _intercept(data: _Data, coef: np.ndarray) -> np.ndarray:
+    if not data.fit_intercept:
+        return np.zeros(coef.shape[1], dtype=np.float32)
+    # float32 product: an upcast of coef to float64 would double the peak memory
+    return (data.y_mean - data.x_mean.astype(np.float32) @ coef).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- solvers
+
+
+def solve_ridge(X, Y, alpha=1.0, fit_intercept: bool = True, n_targets_batch: int | None = None,
+                backend: str = "numpy", device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Ridge regression with a fixed penalty (scalar or one per target).
+
+    Minimises ``||Y - X W - 1 b'||^2 + alpha ||W||^2`` per target (intercept unpenalised).
+
+    Parameters
+    ----------
+    X : (n_samples, n_features) array
+    Y : (n_samples, n_targets) array
+    alpha : float or (n_targets,) array, > 0
+
+    Returns
+    -------
+    coef : (n_features, n_targets) float32
+    intercept : (n_targets,) float32 (zeros if not ``fit_intercept``)
+    """
+    X = check_X(X)
+    Y, _ = check_Y(Y, X.shape[0])
+    alpha = np.asarray(alpha, dtype=np.float64)
+    alpha = np.broadcast_to(alpha, (Y.shape[1],)) if alpha.ndim == 0 else alpha
+    if alpha.shape != (Y.shape[1],):
+        raise ValueError(f"alpha must be a scalar or have one value per target ({Y.shape[1]}), "
+                         f"got shape {alpha.shape}")
+    check_alphas(alpha)
+    data = _prepare(X, Y, fit_intercept, backend, device, n_targets_batch, 0)
+    XtY, _ = _cross_products(data)
+    coef = data.be.to_numpy(_refit(data, XtY, alpha))
+    return coef, _intercept(data, coef)
+
+
+def solve_ridge_cv(X, Y, alphas=DEFAULT_ALPHAS, cv=5, fit_intercept: bool = True,
+                   n_targets_batch: int | None = None, backend: str = "numpy",
+                   device: str = "cpu") -> dict:
+    """Ridge with one alpha per target chosen by cross-validation, refit on all samples.
+
+    Parameters
+    ----------
+    X : (n_samples, n_features) array
+    Y : (n_samples, n_targets) array
+    alphas : (n_alphas,) penalties > 0
+    cv : int (K contiguous folds), list of (train_idx, val_idx), or "loo" (exact efficient
+        leave-one-out, as scikit-learn's ``RidgeCV(cv=None)``; inappropriate for
+        autocorrelated fMRI, where neighbouring TRs leak into each other).
+    fit_intercept : centre X and Y on each training set (intercept unpenalised).
+    n_targets_batch : targets per chunk (None: sized so a chunk's working set is ~64 MB).
+
+    Returns
+    -------
+    dict with ``alphas`` (n_targets,), ``coef`` (n_features, n_targets) float32,
+    ``intercept`` (n_targets,), ``cv_scores`` (n_alphas, n_targets): negative validation
+    MSE averaged over folds (higher is better), and ``alpha_index`` (n_targets,).
+    """
+    X = check_X(X)
+    Y, _ = check_Y(Y, X.shape[0])
+    alphas = check_alphas(alphas)
+    folds = check_cv(cv, X.shape[0])
+    n_val = X.shape[0] if folds == "loo" else max(v.size for _, v in folds)
+    data = _prepare(X, Y, fit_intercept, backend, device, n_targets_batch, alphas.size * n_val)
+    XtY, col_sums = _cross_products(data)
+    if folds == "loo":
+        fold_objs = [_loo_fold(data, alphas.size)]
+        fold_objs[0].loo_weights = _loo_weights(data, fold_objs[0], alphas)
+        full_gram = fold_objs[0].gram
+    else:
+        fold_objs = [_make_fold(data, tr, va) for tr, va in folds]
+        full_gram = None
+    losses = _cv_losses(data, fold_objs, XtY, col_sums, alphas)
+    del fold_objs
+    best, _ = _select(losses, alphas)
+    best_alphas = alphas[best]
+    coef = data.be.to_numpy(_refit(data, XtY, best_alphas, gram=full_gram))
+    return dict(alphas=best_alphas, alpha_index=best, coef=coef,
+                intercept=_intercept(data, coef), cv_scores=-losses)
+
+
+def solve_banded_ridge_cv(X, Y, groups, alphas=DEFAULT_ALPHAS, gammas=None, n_iter: int = 20,
+                          cv=5, fit_intercept: bool = True, n_targets_batch: int | None = None,
+                          concentration=(0.1, 1.0), random_state: int | None = 0,
+                          backend: str = "numpy", device: str = "cpu") -> dict:
+    """Banded ridge: one penalty per feature space and target, chosen by cross-validation.
+
+    The penalty of band ``b`` for target ``t`` is ``alpha_t / gamma_bt``; the search tries
+    every candidate ``gamma`` (band weights on the simplex, see
+    :func:`band_weight_candidates`) with every ``alpha``, keeps the best pair per target,
+    and refits on all samples. Per fold the band Gram blocks are computed once; each
+    candidate only re-diagonalises the weighted ``(n_features, n_features)`` Gram matrix.
+
+    Parameters
+    ----------
+    X : (n_samples, n_features) array, bands side by side
+    Y : (n_samples, n_targets) array
+    groups : band sizes (ints summing to n_features) or slices tiling the columns
+    alphas : (n_alphas,) global penalties > 0
+    gammas : (n_iter, n_bands) candidate band weights (rows summing to 1); default from
+        :func:`band_weight_candidates` ``(n_bands, n_iter, concentration, random_state)``
+    cv, fit_intercept, n_targets_batch, backend, device : as :func:`solve_ridge_cv`
+
+    Returns
+    -------
+    dict with ``deltas`` (n_bands, n_targets) = log(gamma / alpha) (himalaya's convention;
+    a switched-off band gets log(1e-10 / alpha)), ``best_alphas`` (n_targets,),
+    ``best_gammas`` (n_bands, n_targets), ``coef`` (n_features, n_targets) float32,
+    ``intercept`` (n_targets,), ``cv_scores`` (n_iter, n_targets): negative validation MSE
+    of the best alpha for each candidate, ``gammas`` (n_iter, n_bands).
+    """
+    X = check_X(X)
+    Y, _ = check_Y(Y, X.shape[0])
+    alphas = check_alphas(alphas)
+    slices = check_groups(groups, X.shape[1])
+    n_bands, n_targets = len(slices), Y.shape[1]
+    if gammas is None:
+        gammas = band_weight_candidates(n_bands, n_iter, concentration, random_state)
+    gammas = np.atleast_2d(np.asarray(gammas, dtype=np.float64))
+    if gammas.shape[1] != n_bands or not np.isfinite(gammas).all() or (gammas < 0).any() \
+            or (gammas.sum(1) <= 0).any():
+        raise ValueError(f"gammas must be (n_iter, {n_bands}) non-negative band weights")
+    gammas = gammas / gammas.sum(1, keepdims=True)
+    folds = check_cv(cv, X.shape[0])
+    if folds == "loo":
+        raise ValueError("banded ridge supports K-fold cv (int or list of splits), not 'loo'")
+    n_val = max(v.size for _, v in folds)
+    data = _prepare(X, Y, fit_intercept, backend, device, n_targets_batch, alphas.size * n_val)
+    XtY, col_sums = _cross_products(data)
+    fold_objs = [_make_fold(data, tr, va) for tr, va in folds]
+
+    best_score = np.full(n_targets, -np.inf)
+    best_gamma = np.zeros(n_targets, dtype=int)
+    best_alpha = np.zeros(n_targets, dtype=int)
+    cv_scores = np.zeros((len(gammas), n_targets))
+    band_of = np.zeros(X.shape[1], dtype=int)
+    for b, s in enumerate(slices):
+        band_of[s] = b
+    for i, gamma in enumerate(gammas):
+        scale = np.sqrt(gamma[band_of])
+        losses = _cv_losses(data, fold_objs, XtY, col_sums, alphas, scale)
+        idx, score = _select(losses, alphas)
+        cv_scores[i] = score
+        # strictly better (beyond rounding) replaces: the first candidate wins ties
+        better = score > best_score + 1e-12 * np.abs(np.where(np.isfinite(best_score), best_score, 0))
+        best_score[better] = score[better]
+        best_gamma[better] = i
+        best_alpha[better] = idx[better]
+    del fold_objs
+
+    best_alphas = alphas[best_alpha]
+    X64 = data.be.float64(data.X)
+    gram = X64.T @ X64
+    del X64
+    for i in np.unique(best_gamma):
+        targets = np.flatnonzero(best_gamma == i)
+        _refit(data, XtY, best_alphas, np.sqrt(gammas[i][band_of]), targets=targets, gram=gram)
+    coef = data.be.to_numpy(XtY)
+    best_gammas = gammas[best_gamma].T  # (n_bands, n_targets)
+    deltas = np.log(np.maximum(best_gammas, 1e-10) / best_alphas[None, :])
+    return dict(deltas=deltas, best_alphas=best_alphas, best_gammas=best_gammas, coef=coef,
+                intercept=_intercept(data, coef), cv_scores=cv_scores, gammas=gammas)

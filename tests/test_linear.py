@@ -1,0 +1,281 @@
+"""cinebrain.linear against independent references: scikit-learn and himalaya."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.linear_model import Ridge
+from sklearn.linear_model import RidgeCV as SkRidgeCV
+
+from cinebrain.linear import (
+    BandedRidgeCV,
+    RidgeCV,
+    band_weight_candidates,
+    contiguous_splits,
+    correlation_per_target,
+    solve_banded_ridge_cv,
+    solve_ridge,
+    solve_ridge_cv,
+)
+
+BACKENDS = ["numpy", "torch"]
+ALPHAS = np.logspace(-1, 7, 15)
+
+
+def _data(n=240, p=30, t=40, seed=0, offset=5.0):
+    """Correlated features with a non-zero mean, targets with varying SNR and offsets."""
+    rng = np.random.default_rng(seed)
+    mix = rng.standard_normal((p, p)) / np.sqrt(p) + np.eye(p)
+    X = rng.standard_normal((n, p)) @ mix + offset
+    W = rng.standard_normal((p, t))
+    snr = np.logspace(-1.5, 1, t)
+    signal = (X - X.mean(0)) @ W
+    Y = signal / signal.std(0) * snr + rng.standard_normal((n, t)) + rng.uniform(-20, 20, t)
+    return X.astype(np.float32), Y.astype(np.float32)
+
+
+def _banded_data(n=300, sizes=(12, 20, 16), t=36, seed=1):
+    """Target t depends on band t % n_bands only."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, sum(sizes))).astype(np.float32)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    band = np.arange(t) % len(sizes)
+    Y = np.empty((n, t), dtype=np.float32)
+    for j in range(t):
+        a, b = bounds[band[j]], bounds[band[j] + 1]
+        Y[:, j] = X[:, a:b] @ rng.standard_normal(b - a) / np.sqrt(b - a) * 2 + rng.standard_normal(n)
+    return X, Y, band
+
+
+def _himalaya():
+    himalaya_backend = pytest.importorskip("himalaya.backend")
+    himalaya_backend.set_backend("numpy", on_error="raise")
+    import himalaya.ridge
+
+    return himalaya.ridge
+
+
+def _assert_same_alphas(alphas, ref_alphas, cv_scores):
+    """Same alpha per target, except float32 near-ties (scores within 1e-6 relative)."""
+    differ = ~np.isclose(alphas, ref_alphas, rtol=1e-5)
+    assert differ.mean() <= 0.05
+    cols = np.flatnonzero(differ)
+    i = np.searchsorted(ALPHAS, alphas[cols] * (1 - 1e-5))
+    j = np.searchsorted(ALPHAS, ref_alphas[cols] * (1 - 1e-5))
+    np.testing.assert_allclose(cv_scores[i, cols], cv_scores[j, cols], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- fixed alpha
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_solve_ridge_matches_sklearn_ridge(backend):
+    X, Y = _data()
+    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+    coef, intercept = solve_ridge(X, Y, alpha=30.0, backend=backend)
+    ref = Ridge(alpha=30.0).fit(X64, Y64)
+    np.testing.assert_allclose(coef, ref.coef_.T, rtol=1e-3, atol=1e-4 * np.abs(ref.coef_).max())
+    np.testing.assert_allclose(intercept, ref.intercept_, rtol=1e-4, atol=1e-3)
+    # one alpha per target
+    alphas = np.logspace(-1, 4, Y.shape[1])
+    coef, _ = solve_ridge(X, Y, alpha=alphas, backend=backend)
+    ref = Ridge(alpha=alphas).fit(X64, Y64)
+    np.testing.assert_allclose(coef, ref.coef_.T, rtol=1e-3, atol=1e-4 * np.abs(ref.coef_).max())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_more_features_than_samples_and_no_intercept(backend):
+    X, Y = _data(n=60, p=150, t=8, offset=0.0)
+    coef, intercept = solve_ridge(X, Y, alpha=5.0, fit_intercept=False, backend=backend)
+    ref = Ridge(alpha=5.0, fit_intercept=False).fit(X.astype(np.float64), Y.astype(np.float64))
+    np.testing.assert_allclose(coef, ref.coef_.T, rtol=1e-3, atol=1e-3 * np.abs(ref.coef_).max())
+    assert np.all(intercept == 0)
+    coef, intercept = solve_ridge(X, Y, alpha=5.0, backend=backend)
+    ref = Ridge(alpha=5.0).fit(X.astype(np.float64), Y.astype(np.float64))
+    np.testing.assert_allclose(coef, ref.coef_.T, rtol=1e-3, atol=1e-3 * np.abs(ref.coef_).max())
+
+
+# --------------------------------------------------------------------------- RidgeCV
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_loo_matches_sklearn_ridgecv(backend):
+    X, Y = _data(n=200, p=25, t=30)
+    model = RidgeCV(alphas=ALPHAS, cv="loo", backend=backend).fit(X, Y)
+    ref = SkRidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(X.astype(np.float64),
+                                                              Y.astype(np.float64))
+    np.testing.assert_allclose(model.alpha_, ref.alpha_, rtol=1e-6)
+    np.testing.assert_allclose(model.coef_, ref.coef_.T, rtol=1e-3,
+                               atol=1e-4 * np.abs(ref.coef_).max())
+    np.testing.assert_allclose(model.intercept_, ref.intercept_, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ridgecv_matches_himalaya_on_same_folds(backend):
+    hr = _himalaya()
+    X, Y = _data(n=300, p=40, t=60)
+    folds = contiguous_splits(X.shape[0], 5)
+    model = RidgeCV(alphas=ALPHAS, cv=5, backend=backend).fit(X, Y)
+    ref = hr.RidgeCV(alphas=ALPHAS, cv=folds, fit_intercept=True).fit(X, Y)
+    _assert_same_alphas(model.alpha_, ref.best_alphas_, model.cv_scores_)
+    np.testing.assert_allclose(model.cv_scores_.max(0), ref.cv_scores_, rtol=1e-4)
+    np.testing.assert_allclose(model.predict(X), ref.predict(X), rtol=1e-4,
+                               atol=1e-4 * np.abs(Y).max())
+    assert model.cv_scores_.shape == (ALPHAS.size, Y.shape[1])
+    assert model.coef_.shape == (X.shape[1], Y.shape[1]) and model.coef_.dtype == np.float32
+
+
+def test_ridgecv_with_gap_and_small_training_folds_matches_himalaya():
+    hr = _himalaya()
+    X, Y = _data(n=200, p=20, t=25)
+    idx = np.arange(200)
+    gapped = [(idx[(idx < a - 10) | (idx >= a + 50)], idx[a:a + 40]) for a in (20, 80, 140)]
+    small_train = [(idx[:60], idx[100:160]), (idx[140:], idx[:80])]  # fewer train than held-out
+    for folds in (gapped, small_train):
+        model = RidgeCV(alphas=ALPHAS, cv=folds).fit(X, Y)
+        ref = hr.RidgeCV(alphas=ALPHAS, cv=folds, fit_intercept=True).fit(X, Y)
+        _assert_same_alphas(model.alpha_, ref.best_alphas_, model.cv_scores_)
+        np.testing.assert_allclose(model.cv_scores_.max(0), ref.cv_scores_, rtol=1e-4)
+
+
+def test_chunked_equals_unchunked_and_torch_equals_numpy():
+    X, Y = _data(t=50)
+    base = solve_ridge_cv(X, Y, ALPHAS, cv=4)
+    for kwargs in (dict(n_targets_batch=7), dict(backend="torch"),
+                   dict(backend="torch", n_targets_batch=16)):
+        other = solve_ridge_cv(X, Y, ALPHAS, cv=4, **kwargs)
+        np.testing.assert_array_equal(other["alpha_index"], base["alpha_index"])
+        np.testing.assert_allclose(other["cv_scores"], base["cv_scores"], rtol=1e-4)
+        np.testing.assert_allclose(other["coef"], base["coef"], rtol=1e-4,
+                                   atol=1e-5 * np.abs(base["coef"]).max())
+
+
+def test_estimator_api_and_score():
+    X, Y = _data(n=200, t=10)
+    model = RidgeCV(alphas=[1.0, 10.0], cv=4)
+    assert clone(model).get_params()["cv"] == 4 and not hasattr(model, "coef_")
+    with pytest.raises(ValueError, match="not fitted"):
+        model.predict(X)
+    model.fit(X[:150], Y[:150])
+    r = model.score(X[150:], Y[150:])
+    np.testing.assert_allclose(r, [np.corrcoef(a, b)[0, 1] for a, b in
+                                   zip(Y[150:].T, model.predict(X[150:]).T, strict=True)], rtol=1e-5)
+    assert r.shape == (10,) and r[-1] > 0.9  # high-SNR target predicted well
+    single = RidgeCV(alphas=ALPHAS, cv=4).fit(X, Y[:, 3])
+    assert single.coef_.shape == (X.shape[1],) and np.ndim(single.alpha_) == 0
+    assert np.isclose(single.alpha_, RidgeCV(alphas=ALPHAS, cv=4).fit(X, Y).alpha_[3])
+    assert correlation_per_target(np.ones((5, 1)), np.arange(5.0)[:, None])[0] == 0
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(Y=np.full((20, 2), np.nan)), "NaN"),
+        (dict(X=np.full((20, 3), np.inf)), "NaN"),
+        (dict(Y=np.zeros((19, 2))), "same number of rows"),
+        (dict(X=np.zeros(20)), "2D"),
+        (dict(alphas=[1.0, -1.0]), "alphas must be finite and > 0"),
+        (dict(alphas=[]), "non-empty"),
+        (dict(cv=1), ">= 2 folds"),
+        (dict(cv="kfold"), "cv must be"),
+        (dict(cv=[(np.arange(10), np.arange(5, 15))]), "overlap"),
+        (dict(cv=[(np.arange(10), np.arange(10, 25))]), "out of range"),
+    ],
+)
+def test_invalid_inputs_raise_clear_errors(change, message):
+    rng = np.random.default_rng(0)
+    args = dict(X=rng.standard_normal((20, 3)), Y=rng.standard_normal((20, 2)), alphas=[1.0],
+                cv=4)
+    args.update(change)
+    with pytest.raises(ValueError, match=message):
+        solve_ridge_cv(args["X"], args["Y"], args["alphas"], cv=args["cv"])
+
+
+def test_invalid_backend_and_groups():
+    X, Y = _data(n=40, p=6, t=2)
+    with pytest.raises(ValueError, match="unknown backend"):
+        RidgeCV(backend="jax").fit(X, Y)
+    with pytest.raises(ValueError, match="runs on device .cpu. only"):
+        RidgeCV(device="cuda").fit(X, Y)
+    with pytest.raises(ValueError, match="sum to the 6 features"):
+        BandedRidgeCV(groups=[2, 2]).fit(X, Y)
+    with pytest.raises(ValueError, match="tile"):
+        BandedRidgeCV(groups=[slice(0, 2), slice(3, 6)]).fit(X, Y)
+
+
+# --------------------------------------------------------------------------- banded ridge
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_banded_matches_himalaya_on_same_candidates(backend):
+    hr = _himalaya()
+    X, Y, _ = _banded_data()
+    sizes = [12, 20, 16]
+    gammas = np.random.default_rng(3).dirichlet([1.0, 1.0, 1.0], 8)
+    folds = contiguous_splits(X.shape[0], 5)
+    model = BandedRidgeCV(groups=sizes, alphas=ALPHAS, n_iter=gammas, cv=5,
+                          backend=backend).fit(X, Y)
+    ref = hr.BandedRidgeCV(groups=np.repeat([0, 1, 2], sizes), cv=folds, fit_intercept=True,
+                           solver_params=dict(alphas=ALPHAS, n_iter=gammas,
+                                              progress_bar=False)).fit(X, Y)
+    np.testing.assert_allclose(model.deltas_, ref.deltas_, atol=1e-4)
+    np.testing.assert_allclose(model.cv_scores_, ref.cv_scores_, rtol=1e-4)
+    np.testing.assert_allclose(model.predict(X), ref.predict(X), rtol=1e-4,
+                               atol=1e-4 * np.abs(Y).max())
+
+
+def test_banded_recovers_the_driving_band():
+    X, Y, band = _banded_data()
+    model = BandedRidgeCV(groups=[slice(0, 12), slice(12, 32), slice(32, 48)], alphas=ALPHAS,
+                          n_iter=12, cv=5).fit(X, Y)
+    assert model.deltas_.shape == (3, Y.shape[1]) and model.cv_scores_.shape == (12, Y.shape[1])
+    assert (model.best_gammas_.argmax(0) == band).mean() >= 0.95
+    np.testing.assert_allclose(model.best_gammas_.sum(0), 1.0)
+    np.testing.assert_allclose(np.exp(model.deltas_).sum(0), 1 / model.best_alphas_, rtol=1e-6)
+    # per-band contributions add up to the prediction, and the driving band carries it
+    split = model.predict_split(X)
+    assert split.shape == (3, X.shape[0], Y.shape[1])
+    np.testing.assert_allclose(split.sum(0) + model.intercept_, model.predict(X), rtol=1e-4,
+                               atol=1e-4)
+    assert (split.var(axis=1).argmax(0) == band).mean() >= 0.95
+
+
+@pytest.mark.slow
+def test_banded_scores_at_least_as_well_as_himalaya_random_search():
+    hr = _himalaya()
+    X, Y, _ = _banded_data()
+    sizes = [12, 20, 16]
+    folds = contiguous_splits(X.shape[0], 5)
+    model = BandedRidgeCV(groups=sizes, alphas=ALPHAS, n_iter=12, cv=folds).fit(X, Y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = hr.BandedRidgeCV(groups=np.repeat([0, 1, 2], sizes), cv=folds, fit_intercept=True,
+                               random_state=0, solver_params=dict(alphas=ALPHAS, n_iter=12,
+                                                                  progress_bar=False)).fit(X, Y)
+    assert model.cv_scores_.max(0).mean() >= ref.cv_scores_.max(0).mean() - 1e-6
+
+
+def test_banded_single_band_equals_ridgecv_and_chunking():
+    X, Y = _data(t=20)
+    out = solve_banded_ridge_cv(X, Y, [X.shape[1]], ALPHAS, gammas=[[1.0]], cv=4)
+    ref = solve_ridge_cv(X, Y, ALPHAS, cv=4)
+    np.testing.assert_allclose(out["best_alphas"], ref["alphas"])
+    np.testing.assert_allclose(out["coef"], ref["coef"], rtol=1e-5, atol=1e-6)
+    sizes = [10, 20]
+    a = solve_banded_ridge_cv(X, Y, sizes, ALPHAS, n_iter=6, cv=4)
+    b = solve_banded_ridge_cv(X, Y, sizes, ALPHAS, n_iter=6, cv=4, n_targets_batch=8,
+                              backend="torch")
+    np.testing.assert_allclose(a["deltas"], b["deltas"])
+    np.testing.assert_allclose(a["coef"], b["coef"], rtol=1e-4, atol=1e-5 * np.abs(a["coef"]).max())
+
+
+def test_band_weight_candidates():
+    g = band_weight_candidates(3, 10, random_state=0)
+    assert g.shape == (10, 3)
+    np.testing.assert_allclose(g.sum(1), 1.0)
+    np.testing.assert_allclose(g[0], 1 / 3)
+    np.testing.assert_array_equal(g[1:4], np.eye(3))
+    np.testing.assert_array_equal(g, band_weight_candidates(3, 10, random_state=0))
