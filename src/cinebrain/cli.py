@@ -116,6 +116,58 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    config = _config_from_args(args)
+    from cinebrain import deep
+
+    deep.check(config)  # a bad preset, modality or shape fails before the run folder changes
+    out = Path(config.out)
+    save_config(config, out / "config.yaml")
+    print(f"[train] autoencoder in {out / deep.AE_DIR}")
+    deep.train(config, resume=args.resume)
+    return 0
+
+
+def _run_config(run: Path) -> RunConfig:
+    if not (run / "config.yaml").is_file():
+        raise InputError(run, "not a run folder (no config.yaml)", "give the folder `cinebrain train` wrote")
+    return load_config(run / "config.yaml", {"out": str(run.resolve())})
+
+
+def _cmd_lesion(args: argparse.Namespace) -> int:
+    run = Path(args.run)
+    config = _run_config(run)
+    from cinebrain import deep
+
+    top = None
+    if args.top_k_for_roi:
+        roi, k = args.top_k_for_roi
+        try:
+            top = (roi, int(k))
+        except ValueError:
+            raise InputError("--top-k-for-roi", f"K must be an integer, got {k!r}", "e.g. --top-k-for-roi visual 16") from None
+    deep.lesion(config, modalities=args.modalities or (), units=args.units or (), top_k_for_roi=top,
+                mode=args.mode, name=args.name)
+    return 0
+
+
+def _cmd_bench_encoders(args: argparse.Namespace) -> int:
+    import torch
+
+    from cinebrain.nn.bench import benchmark_encoders, format_table
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device", "CUDA is not available on this machine", "use --device cpu")
+    rows = benchmark_encoders(device=device, batch_size=args.batch_size, dtype=args.dtype,
+                              repeats=args.repeats, scale=args.scale, only=args.only or None,
+                              backward=not args.forward_only)
+    print(format_table(rows))
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from cinebrain.report import build_report
 
@@ -189,6 +241,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="features, fit, evaluate and report in one go")
     _add_config_options(p)
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "train", help="train the multimodal autoencoder on the run's features and responses; "
+        "compare it with ridge on the same held-out runs",
+    )
+    _add_config_options(p)
+    p.add_argument("--resume", action="store_true", help="continue from autoencoder/checkpoints/last.pt")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("lesion", help="in-silico lesion of a trained autoencoder: NIfTI maps of the "
+                       "change in predicted responses, reconstruction loss per modality")
+    p.add_argument("run", help="run folder with a trained autoencoder")
+    p.add_argument("--modalities", nargs="*", choices=["video", "audio", "text"],
+                   help="modalities removed from the combiner")
+    p.add_argument("--units", nargs="*", type=int, help="bottleneck units to ablate")
+    p.add_argument("--top-k-for-roi", nargs=2, metavar=("ROI", "K"),
+                   help="also ablate the K units that most drive a region's voxels (ground-truth "
+                   "regions of a simulated study, or evaluate.roi_labels names)")
+    p.add_argument("--mode", choices=["zero", "mean"], default="zero",
+                   help="ablated units are set to 0 or to their training mean (default zero)")
+    p.add_argument("--name", help="lesion folder name (default: from the lesion)")
+    p.set_defaults(func=_cmd_lesion)
+
+    p = sub.add_parser("bench-encoders", help="time, peak memory and throughput of every encoder "
+                       "and fusion method on this device")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--batch-size", type=int, default=8, help="samples per step (default 8)")
+    p.add_argument("--scale", choices=["tiny", "small", "base"], default="small", help="module sizes")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                   help="float32, or autocast to bfloat16 / float16")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats (median)")
+    p.add_argument("--only", nargs="*", help="module names or prefixes to run")
+    p.add_argument("--forward-only", action="store_true", help="no backward pass")
+    p.set_defaults(func=_cmd_bench_encoders)
 
     p = sub.add_parser("report", help="brain maps, figures and report.html for a run folder")
     p.add_argument("run", help="run folder")

@@ -94,13 +94,69 @@ class EvaluateConfig(_Section):
         "auto", description="noise ceiling from repeats or across subjects"
     )
     n_permutations: int = Field(1000, ge=0, le=100000, description="block permutations (0: skip)")
-    block_s: float = Field(32.0, gt=0, description="permutation block length (s)")
+    block_s: float = Field(12.0, gt=0, description="permutation block length (s); longer than the noise autocorrelation, short enough for many distinct permutations")
     fdr: float = Field(0.05, gt=0, lt=1, description="false discovery rate")
     variance_partitioning: bool = Field(
         True, description="refit on subsets of bands for unique/shared variance"
     )
     rois: str | None = Field(None, description="label NIfTI in the mask's space")
     roi_labels: dict[int, str] | None = Field(None, description="label value -> ROI name")
+
+
+class AutoencoderRunConfig(_Section):
+    """The multimodal autoencoder (``cinebrain train``, ``cinebrain lesion``).
+
+    The model is a named preset (``cinebrain.models.presets``) with ``overrides`` of its
+    fields; the number of voxels per subject and the TR come from the data. Its inputs
+    are the run's extracted feature spaces on the TR grid, its responses and split are
+    the linear fit's, so scores compare directly.
+    """
+
+    preset: str = Field("demo", description="model preset (demo, sherlock2017, sherlock2017-ae, large)")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="AutoencoderConfig fields replacing the preset's (nested dicts merge), "
+        "e.g. {\"bottleneck_dims\": [256, 64], \"decoder\": {\"dropout\": 0.1}}",
+    )
+    modalities: list[Literal["video", "audio", "text"]] = Field(
+        default_factory=lambda: ["video", "audio", "text"],
+        description="stimulus modalities fed to the model (each needs its encoder in the preset)",
+    )
+    video_space: str = Field("video.pixels", description="feature space of the video frames")
+    video_channels: list[Literal["luminance", "motion"]] = Field(
+        default_factory=lambda: ["luminance", "motion"],
+        description="channels per TR frame: mean pixels, mean absolute frame difference",
+    )
+    audio_space: str = Field("audio.mel", description="feature space of the audio input")
+    text_space: str = Field("annotations.description", description="feature space of the text input")
+    multi_subject: bool = Field(True, description="one model, one voxel head per subject")
+    val_fraction: float = Field(
+        0.15, gt=0, lt=0.5,
+        description="validation block: this fraction of the training TRs, at the end of the "
+        "last training run, after a gap of the HRF length",
+    )
+    epochs: int = Field(60, ge=1, le=100000, description="passes over the training windows")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps (overrides epochs)")
+    batch_size: int = Field(8, ge=1, le=4096, description="windows per optimizer step")
+    lr: float = Field(2e-3, gt=0, description="peak learning rate (AdamW, warmup + cosine)")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay")
+    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="warmup share of the steps")
+    grad_clip: float | None = Field(1.0, gt=0, description="gradient-norm clip (null: none)")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast precision")
+    patience: int | None = Field(
+        15, ge=1, description="evaluations without val_r improvement before stopping (null: never)"
+    )
+    eval_every_epochs: int = Field(1, ge=1, description="validate every n epochs")
+    seed: int = Field(0, description="random seed (weights, data order, dropout)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="training device")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (null: torch default)")
+    tensorboard: bool = Field(True, description="TensorBoard event files next to metrics.jsonl")
+    lesion_modalities: list[Literal["video", "audio", "text"]] = Field(
+        default_factory=lambda: ["video", "audio", "text"],
+        description="modality lesions run after training (one each; empty: none)",
+    )
+    lesion_mode: Literal["zero", "mean"] = Field("mean", description="unit lesions: zero or mean")
+    reconstruct: bool = Field(True, description="write the test run's reconstruction files")
 
 
 class RunConfig(_Section):
@@ -114,6 +170,7 @@ class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    autoencoder: AutoencoderRunConfig = Field(default_factory=AutoencoderRunConfig)
     report: bool = Field(True, description="build report.html")
     progress: bool = Field(True, description="progress bars")
 

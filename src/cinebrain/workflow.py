@@ -315,13 +315,13 @@ def _design(spaces, bands, timings, study, config, train_idx):
     return X, sizes, run_index, mean, std
 
 
-def _make_model(config: RunConfig, sizes: list[int], folds):
+def _make_model(config: RunConfig, sizes: list[int], folds, n_iter: int | None = None):
     from cinebrain.linear import BandedRidgeCV, RidgeCV
 
     m = config.model
     if m.kind == "banded" and len(sizes) > 1:
-        return BandedRidgeCV(groups=sizes, alphas=_alphas(config), n_iter=m.n_iter, cv=folds,
-                             backend=m.backend, device=m.device)
+        return BandedRidgeCV(groups=sizes, alphas=_alphas(config), n_iter=n_iter or m.n_iter,
+                             cv=folds, backend=m.backend, device=m.device)
     return RidgeCV(alphas=_alphas(config), cv=folds, backend=m.backend, device=m.device)
 
 
@@ -422,7 +422,9 @@ def _fit_subsets(config, bands, sizes, X, Y, train_idx, test_idx, folds, pdir, l
     for k in range(1, len(names)):
         for subset in itertools.combinations(range(len(names)), k):
             cols = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in subset])
-            model = _make_model(config, [sizes[i] for i in subset], folds)
+            # Fewer bands need fewer band-weight candidates to cover their simplex.
+            n_iter = max(4, config.model.n_iter * (len(subset) - 1) // max(1, len(names) - 1))
+            model = _make_model(config, [sizes[i] for i in subset], folds, n_iter=n_iter)
             model.fit(X[np.ix_(train_idx, cols)], Y[train_idx])
             pred = np.asarray(model.predict(X[np.ix_(test_idx, cols)]), dtype=np.float32)
             key = "+".join(names[i] for i in subset)

@@ -334,6 +334,12 @@ def _cv_losses(data: _Data, folds: list[_Fold], XtY, col_sums, alphas, scale=Non
         gram = fold.gram if d64 is None else fold.gram * (d64[:, None] * d64[None, :])
         evals, evecs = be.eigh(gram)
         del gram
+        # Directions in the null space of this fold's training rows carry no signal
+        # (their X'y is zero), so dropping them is exact and saves work when the fold
+        # has fewer rows than features.
+        keep = evals > 1e-10 * float(evals.max())
+        if not bool(keep.all()):
+            evals, evecs = evals[keep], evecs[:, keep]
         V = be.float32(evecs)  # (p, k)
         A = fold.X_val @ V if d32 is None else (fold.X_val * d32[None, :]) @ V  # (n_val, k)
         # (n_alphas, n_val, k): the validation "hat" rows for every alpha, built once per fold

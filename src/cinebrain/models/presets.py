@@ -6,7 +6,8 @@
                    bottleneck 1536->4096->8000; voxels 8000->16384->85,810. No decoder; the
                    canonical HRF is a fixed buffer (0 parameters), so the count is the seed's.
 ``sherlock2017-ae`` The same encoder with seed 001's decoder heads (reconstruct frame, mel, text).
-``demo``           CPU-sized, for the demo's features: 1x18x32 grayscale pixels, 64 mel bins,
+``demo``           CPU-sized, for the demo's features: 2x18x32 frames per TR (luminance and
+                   motion from the grayscale pixels), 64 mel bins,
                    384-d MiniLM sentence embeddings; GroupNorm / LayerNorm; bottleneck 128.
 ``large``          Matmul-bound (wide MLPs, no convs worth counting) for the throughput
                    benchmark.
@@ -101,13 +102,13 @@ def _demo() -> AutoencoderConfig:
     return AutoencoderConfig(
         encoders={
             "video": ConvImageConfig(
-                in_channels=1,
+                in_channels=2,  # luminance and motion (cinebrain.deep)
                 image_size=(18, 32),
                 channels=(16, 32),
                 norm="group",
                 n_groups=4,
                 dropout=0.1,
-                out_dim=64,
+                out_dim=128,  # room for where things are in the frame (retinotopy)
             ),
             "audio": AudioEncoderConfig(
                 n_mels=64, channels=(16, 32), norm="group", n_groups=4, dropout=0.1, out_dim=64
@@ -118,7 +119,7 @@ def _demo() -> AutoencoderConfig:
         },
         fusion=FusionConfig(method="concat", project=False),
         bottleneck_dims=(256, 128),
-        bottleneck_dropout=0.1,
+        bottleneck_dropout=0.2,
         norm="layer",
         n_voxels={"sub-01": 1000},
         decoder=DecoderConfig(hidden_dims=(128,), deconv_channels=(32, 16), norm="layer"),

@@ -15,12 +15,17 @@ Every section is optional; a section whose files are absent is skipped. Files re
     metrics/<subject>/unique_<space>.npy    unique variance per feature space
     metrics/<subject>/split_r2_<space>.npy  split R2 per feature space
     metrics/roi_summary.csv           roi, subject, n_voxels, mean_r, median_r, ceiling, ...
+    autoencoder/comparison.json       autoencoder vs ridge per region, reconstruction losses
+    autoencoder/metrics/<subject>/r.npy   the autoencoder's held-out r per voxel
+    autoencoder/lesions/<name>/       lesion.json and *_relative_change.nii.gz maps
+    autoencoder/reconstruction/       video.mp4, audio.wav (linked), text.tsv (shown)
 
 Files written::
 
     maps/<subject>_<metric>.nii.gz    every per-voxel metric above (not q, alpha), per
     maps/mean_<metric>.nii.gz         subject and averaged over subjects (>= 2 subjects)
     maps/<subject>_r_significant.nii.gz  r where q <= evaluate.fdr, else 0
+    maps/autoencoder_mean_r.nii.gz    the autoencoder's held-out r, mean over subjects
     figures/*.png                     glass brains and slices, summary plots
     report.html                       everything above, images embedded (works offline)
 """
@@ -347,6 +352,154 @@ def _read_roi_rows(run_dir: Path, summary: dict) -> list[dict]:
     return []
 
 
+def _region_masks(run_dir: Path, n_vox: int) -> dict[str, np.ndarray]:
+    """Ground-truth regions of a simulated study, for colouring voxels (empty otherwise)."""
+    try:
+        import yaml
+
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        gt = Path(cfg["study"]).parent / "ground_truth" / "modality.nii.gz"
+    except Exception:  # no config or no study: no regions
+        return {}
+    mask_img = _load_mask(run_dir)
+    if not gt.is_file() or mask_img is None:
+        return {}
+    import nibabel as nib
+
+    codes = np.asarray(nib.load(gt).dataobj)[mask_array(mask_img)].astype(int)
+    if codes.shape != (n_vox,):
+        return {}
+    return {name: codes == c for c, name in ((1, "visual"), (2, "auditory"), (3, "language"))
+            if (codes == c).any()}
+
+
+def _tsv_table(path: Path, max_rows: int = 40) -> str:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    more = f"<p class='note'>First {max_rows} of {len(rows)} TRs.</p>" if len(rows) > max_rows else ""
+    return _table(rows[:max_rows]) + more if rows else ""
+
+
+def _autoencoder_sections(run_dir: Path, fig_dir: Path, subjects: dict[str, Path]) -> list[tuple[str, str]]:
+    """Autoencoder vs ridge (per region and per voxel), lesion maps and reconstructions,
+    from ``autoencoder/`` (written by ``cinebrain train`` and ``cinebrain lesion``)."""
+    ae = run_dir / "autoencoder"
+    if not ae.is_dir():
+        return []
+    sections = []
+    mask_img = _load_mask(run_dir)
+    comparison = {}
+    if (ae / "comparison.json").is_file():
+        comparison = json.loads((ae / "comparison.json").read_text())
+    ae_r = {
+        d.name: np.load(d / "r.npy")
+        for d in sorted((ae / "metrics").glob("*"))
+        if (d / "r.npy").is_file()
+    }
+    ridge_r = {s: np.load(d / "r.npy") for s, d in subjects.items() if (d / "r.npy").is_file()}
+    body = []
+    if comparison.get("regions"):
+        body.append(
+            "<p class='note'>Held-out median Pearson r per region, mean over subjects: the "
+            "autoencoder and banded ridge are scored on the same cleaned responses of the same "
+            "held-out run; the ceiling is the same noise ceiling.</p>"
+        )
+        body.append(_table(comparison["regions"]))
+    if comparison.get("reconstruction"):
+        rows = [{"modality": m, **v} for m, v in comparison["reconstruction"].items()]
+        body.append(
+            "<h3>Reconstruction of the held-out stimulus</h3><p class='note'>Loss per modality "
+            "against the loss of predicting the training mean (ratio below 1: better than the "
+            "mean).</p>" + _table(rows)
+        )
+    if comparison.get("training"):
+        body.append("<h3>Training</h3>" + render_value(comparison["training"]))
+    both = [s for s in ae_r if s in ridge_r and ae_r[s].shape == ridge_r[s].shape]
+    if both:
+        groups = _region_masks(run_dir, ae_r[both[0]].size)
+        png = plots.model_scatter_plot(
+            {s: ridge_r[s] for s in both}, {s: ae_r[s] for s in both},
+            fig_dir / "autoencoder_vs_ridge.png", groups=groups or None,
+        )
+        body.append(_img(png, "Each dot a voxel of a subject: held-out r of banded ridge (x) "
+                              "and of the autoencoder (y)."))
+    if ae_r and mask_img is not None:
+        n_vox = int(mask_array(mask_img).sum())
+        values = [v for v in ae_r.values() if v.shape == (n_vox,)]
+        if values:
+            out = run_dir / "maps" / "autoencoder_mean_r.nii.gz"
+            inputs = [ae / "metrics" / s / "r.npy" for s in ae_r]
+            if _stale(out, inputs):
+                save_map(plots.nanmean(np.stack(values), axis=0), mask_img, out)
+            png = fig_dir / "autoencoder_mean_r_glass.png"
+            if _stale(png, [out]):
+                plot_glass_brain(out, "autoencoder: Pearson r, held out", png,
+                                 **_vmax_and_style("r", values))
+            body.append(_img(png.read_bytes(), "Autoencoder held-out r (mean over subjects)."))
+    if body:
+        sections.append(("Autoencoder vs ridge", "".join(body)))
+
+    lesion_parts = []
+    for ldir in sorted((ae / "lesions").glob("*")):
+        info_path = ldir / "lesion.json"
+        if not info_path.is_file():
+            continue
+        info = json.loads(info_path.read_text())
+        img = ldir / "mean_relative_change.nii.gz"
+        if not img.is_file():
+            img = next(iter(sorted(ldir.glob("*_relative_change.nii.gz"))), None)
+        part = f"<h3>{_esc(info.get('name', ldir.name))}</h3>"
+        if img is not None:
+            png = fig_dir / f"lesion_{ldir.name}_relative_change_slices.png"
+            if _stale(png, [img]):
+                plot_slices(img, f"lesion {ldir.name}: relative change of the predicted response",
+                            png, vmax=1.0, cmap="inferno", symmetric=False)
+            part += _img(png.read_bytes(), "Standard deviation over the held-out run of the change "
+                         "in predicted response, relative to the intact prediction's (0: unaffected).")
+        subjects_info = info.get("subjects", {})
+        if subjects_info:
+            first = next(iter(subjects_info.values()))
+            rows = []
+            for region in first.get("regions", {}):
+                vals = [s["regions"][region] for s in subjects_info.values()]
+                row = {"region": region, "n_voxels": vals[0]["n_voxels"],
+                       "mean_relative_change": float(np.mean([v["mean_relative_change"] for v in vals]))}
+                if all("median_delta_r" in v for v in vals):
+                    row["median_delta_r"] = float(np.mean([v["median_delta_r"] for v in vals]))
+                rows.append(row)
+            if rows:
+                part += _table(rows)
+            recon = [{"modality": m, **v} for m, v in first.get("recon", {}).items()]
+            if recon:
+                part += "<p class='note'>Reconstruction loss, intact and lesioned:</p>" + _table(recon)
+        lesion_parts.append(part)
+    if lesion_parts:
+        sections.append(("Autoencoder lesions", "".join(lesion_parts)))
+
+    rec = ae / "reconstruction"
+    parts = []
+    if (rec / "video.mp4").is_file():
+        parts.append(
+            "<h3>Frames</h3><p class='note'>Reconstructed (top) and presented (bottom) luminance "
+            "per TR of the held-out run.</p><video controls width='512' "
+            "src='autoencoder/reconstruction/video.mp4'></video><p><a "
+            "href='autoencoder/reconstruction/video.mp4'>video.mp4</a></p>"
+        )
+    if (rec / "audio.wav").is_file():
+        parts.append(
+            "<h3>Sound</h3><p class='note'>Griffin-Lim from the reconstructed mel spectrum (one "
+            "frame per TR: the spectral colour, not the words).</p><audio controls "
+            "src='autoencoder/reconstruction/audio.wav'></audio><p><a "
+            "href='autoencoder/reconstruction/audio.wav'>audio.wav</a></p>"
+        )
+    if (rec / "text.tsv").is_file():
+        parts.append("<h3>Text</h3><p class='note'>Nearest annotation sentence to the reconstructed "
+                     "embedding, per TR.</p>" + _tsv_table(rec / "text.tsv"))
+    if parts:
+        sections.append(("Stimulus reconstruction", "".join(parts)))
+    return sections
+
+
 def build_report(
     run_dir: str | os.PathLike, title: str = "cinebrain report", force_maps: bool = False
 ) -> Path:
@@ -493,6 +646,8 @@ def build_report(
                     ),
                 )
             )
+
+    sections += _autoencoder_sections(run_dir, fig_dir, subjects)
 
     if (run_dir / "config.yaml").is_file():
         sections.append(

@@ -111,6 +111,60 @@ def r_vs_ceiling_plot(
     return _png(fig, path)
 
 
+def model_scatter_plot(
+    x: Mapping[str, np.ndarray],
+    y: Mapping[str, np.ndarray],
+    path: str | os.PathLike | None = None,
+    xlabel: str = "ridge r (held out)",
+    ylabel: str = "autoencoder r (held out)",
+    groups: Mapping[str, np.ndarray] | None = None,
+    max_points: int = 20000,
+    seed: int = 0,
+) -> bytes:
+    """Per-voxel scatter of one model's held-out r against another's, pooled over subjects.
+
+    Parameters
+    ----------
+    x, y : mapping subject -> array (n_voxels,)
+    groups : mapping group name -> boolean array (n_voxels,), or None
+        Voxel groups drawn in their own colour (e.g. the ground-truth regions); voxels in
+        no group are grey.
+    """
+    rng = np.random.default_rng(seed)
+    fig = Figure(figsize=(4.4, 4.2))
+    ax = fig.add_subplot()
+    subjects = [s for s in x if s in y]
+    a = np.concatenate([np.asarray(x[s], float) for s in subjects])
+    b = np.concatenate([np.asarray(y[s], float) for s in subjects])
+    n = len(np.asarray(x[subjects[0]])) if subjects else 0
+    sets = [("other", np.ones(a.shape, bool))]
+    if groups:
+        rest = np.ones(n, bool)
+        named = []
+        for name, sel in groups.items():
+            sel = np.asarray(sel, bool)
+            if sel.shape == (n,):
+                named.append((name, np.tile(sel, len(subjects))))
+                rest &= ~sel
+        sets = [("other", np.tile(rest, len(subjects))), *named]
+    for name, sel in sets:
+        ok = np.flatnonzero(sel & np.isfinite(a) & np.isfinite(b))
+        if ok.size > max_points:
+            ok = rng.choice(ok, max_points, replace=False)
+        style = {"color": "0.7"} if name == "other" and len(sets) > 1 else {}
+        ax.scatter(a[ok], b[ok], s=2, alpha=0.35, label=name, rasterized=True, **style)
+    finite = np.isfinite(a) & np.isfinite(b)
+    lo = float(min(a[finite].min(), b[finite].min(), 0)) if finite.any() else 0.0
+    hi = float(max(a[finite].max(), b[finite].max(), 0.1)) if finite.any() else 1.0
+    ax.plot([lo, hi], [lo, hi], color="k", lw=1, ls="--", label="equal")
+    ax.axhline(0, color="0.5", lw=0.6)
+    ax.axvline(0, color="0.5", lw=0.6)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False, fontsize=7, markerscale=4)
+    return _png(fig, path)
+
+
 def alpha_histogram(
     alphas: Mapping[str, np.ndarray], path: str | os.PathLike | None = None, bins: int = 30
 ) -> bytes:
