@@ -29,6 +29,7 @@ DEMO_AUTOENCODER = {"preset": "demo"}
 
 def demo_config(study: Path, out: Path) -> RunConfig:
     """The run config the demo uses (also a good starting point for real studies)."""
+    study, out = Path(study).resolve(), Path(out).resolve()
     return RunConfig.model_validate(
         {
             "study": str(study),

@@ -443,7 +443,7 @@ def _roi_table(config: RunConfig, study, mask_img) -> tuple[np.ndarray, dict[int
     from nilearn.image import resample_to_img
 
     path = Path(config.evaluate.rois)
-    if not path.is_absolute():
+    if not path.is_absolute() and not path.exists():
         path = Path(config.study).parent / path
     if not path.is_file():
         raise InputError(path, "ROI label image not found", "fix evaluate.rois")
