@@ -94,6 +94,7 @@ def _verdict(summary: dict) -> None:
         r, c = mean(region, "median_r"), mean(region, "median_ceiling")
         print(f"  {region:<9} median r {r:.2f} of ceiling {c:.2f} ({r / c:.0%}); "
               f"{mean(region, 'fraction_significant'):.0%} significant; "
-              f"{mean(region, 'fraction_assigned_true_band'):.0%} assigned to their true band")
+              f"{mean(region, 'fraction_assigned_true_band'):.0%} assigned to their true band "
+              f"({mean(region, 'fraction_assigned_true_band_significant'):.0%} of the significant ones)")
     print(f"  undriven  median r {mean('undriven', 'median_r'):.3f}; "
           f"{mean('undriven', 'fraction_significant'):.1%} significant at FDR 5%")

@@ -624,12 +624,16 @@ def _ground_truth(config: RunConfig, study, subjects: list[str], log: Log) -> di
             if sig is not None:
                 row["fraction_significant"] = float(sig[sel].mean())
             if best is not None and band in bands:
-                row["fraction_assigned_true_band"] = float((best[sel] == bands.index(band)).mean())
+                right = best == bands.index(band)
+                row["fraction_assigned_true_band"] = float(right[sel].mean())
+                if sig is not None and (sel & sig).any():
+                    # Voxels the model predicts detectably: the ones an assignment can be read from.
+                    row["fraction_assigned_true_band_significant"] = float(right[sel & sig].mean())
             rows.append(row)
     write_json(out / "ground_truth.json", rows)
     # Subject-average table for the console.
     log("  ground truth recovery (mean over subjects):")
-    log(f"    {'region':<10} {'voxels':>7} {'median r':>9} {'ceiling':>8} {'signif.':>8} {'true band':>10}")
+    log(f"    {'region':<10} {'voxels':>7} {'median r':>9} {'ceiling':>8} {'signif.':>8} {'true band':>10} {'(signif.)':>10}")
     for region in ["visual", "auditory", "language", "undriven"]:
         rs = [row for row in rows if row["region"] == region]
         if not rs:
@@ -640,7 +644,8 @@ def _ground_truth(config: RunConfig, study, subjects: list[str], log: Log) -> di
             return f"{np.mean(vals):.3f}" if vals else "-"
 
         log(f"    {region:<10} {rs[0]['n_voxels']:>7} {avg('median_r'):>9} {avg('median_ceiling'):>8} "
-            f"{avg('fraction_significant'):>8} {avg('fraction_assigned_true_band'):>10}")
+            f"{avg('fraction_significant'):>8} {avg('fraction_assigned_true_band'):>10} "
+            f"{avg('fraction_assigned_true_band_significant'):>10}")
     return {"rows": rows}
 
 
