@@ -67,7 +67,7 @@ def test_pearson_r_constant_is_zero_without_warning():
 
 
 def test_pearson_r_chunks_agree(monkeypatch):
-    import cinebrain.evaluate.metrics as metrics
+    import cinebrain.metrics as metrics
 
     y, p = _pair(v=50)
     full = pearson_r(y, p)

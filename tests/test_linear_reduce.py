@@ -15,8 +15,8 @@ def test_rotation_preserves_ridge_predictions_on_every_subset_of_rows():
     Z = rot.transform(X)
     # band weights scale whole bands; rotation within a band leaves predictions unchanged
     gammas = [0.3, 2.0, 1.1]
-    scale = np.concatenate([np.full(s, np.sqrt(g)) for s, g in zip(sizes, gammas)])
-    scale_z = np.concatenate([np.full(k, np.sqrt(g)) for k, g in zip(rot.reduced_sizes, gammas)])
+    scale = np.concatenate([np.full(s, np.sqrt(g)) for s, g in zip(sizes, gammas, strict=True)])
+    scale_z = np.concatenate([np.full(k, np.sqrt(g)) for k, g in zip(rot.reduced_sizes, gammas, strict=True)])
     for rows in (train, train[10:50]):  # the full training set and a CV fold inside it
         full = Ridge(alpha=3.0).fit(X[rows] * scale, Y[rows])
         red = Ridge(alpha=3.0).fit(Z[rows] * scale_z, Y[rows])

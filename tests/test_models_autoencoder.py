@@ -315,7 +315,7 @@ def test_small_model_learns(trained):
     assert after["val_r_median"] > 0.45, after
     # The causal prediction of every held-out TR agrees with the engine's r.
     pred = predict_dataset(trained["model"], trained["test"])["voxels"]
-    from cinebrain.evaluate.metrics import pearson_r
+    from cinebrain.metrics import pearson_r
 
     r = pearson_r(trained["y_test"], pred)
     assert np.median(r) == pytest.approx(after["val_r_median"], abs=1e-4)

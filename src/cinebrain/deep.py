@@ -47,7 +47,7 @@ import numpy as np
 from cinebrain._files import save_npy, write_json
 from cinebrain.config import AutoencoderRunConfig, RunConfig
 from cinebrain.data.dataset import RunTiming, clean_responses
-from cinebrain.data.splits import HRF_LENGTH_S, gap_trs
+from cinebrain.data.splits import HRF_LENGTH_S, gap_trs, run_index_from_lengths
 from cinebrain.errors import ConfigError, InputError
 from cinebrain.features.base import FeatureSpace
 from cinebrain.workflow import (
@@ -320,7 +320,7 @@ def prepare(config: RunConfig, log: Log = _print) -> DeepData:
         names = [t.name for t in timings]
         test_runs = _test_runs(config, names, config.study)
         lengths = [t.n_trs for t in timings]
-        run_index = np.repeat(np.arange(len(timings)), lengths)
+        run_index = run_index_from_lengths(lengths)
         Y = clean_responses(
             load_responses(study, subject, timings, mask),
             run_index,

@@ -1,4 +1,4 @@
-"""Per-target scores over time: Pearson r and the coefficient of determination R2.
+"""Per-target scores over time: Pearson r and R2, shared by every layer (numpy only).
 
 Every score here is computed *per target (voxel, ROI, neuron) over time*: inputs are
 ``(n_trs, n_targets)`` and outputs ``(n_targets,)``. (The seed implementation correlated

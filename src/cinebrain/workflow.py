@@ -45,7 +45,14 @@ from cinebrain.data.dataset import (
     clean_responses,
     standardize_features,
 )
-from cinebrain.data.splits import HRF_LENGTH_S, contiguous_folds, gap_trs, split_by_runs
+from cinebrain.data.splits import (
+    HRF_LENGTH_S,
+    contiguous_folds,
+    gap_trs,
+    lengths_from_run_index,
+    run_index_from_lengths,
+    split_by_runs,
+)
 from cinebrain.errors import InputError
 from cinebrain.features.base import FeatureSpace
 from cinebrain.linear.reduce import fit_band_rotation
@@ -347,7 +354,7 @@ def fit(config: RunConfig, log: Log = _print) -> dict:
         names = [t.name for t in timings]
         test_runs = _test_runs(config, names, config.study)
         Y_raw = load_responses(study, subject, timings, mask)
-        run_index = np.repeat(np.arange(len(timings)), [t.n_trs for t in timings])
+        run_index = run_index_from_lengths([t.n_trs for t in timings])
         Y = clean_responses(Y_raw, run_index, study.tr, config.alignment.high_pass)
         del Y_raw
         train_idx, test_idx = split_by_runs(run_index, test_runs)
@@ -513,7 +520,7 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
         Y = np.asarray(true[s])
         P = np.load(pdir / "test_pred.npy")
         S = np.load(pdir / "test_split.npy")
-        run_lengths = _lengths(np.load(pdir / "test_run_index.npy"))
+        run_lengths = lengths_from_run_index(np.load(pdir / "test_run_index.npy"))
         r = pearson_r(Y, P)
         r2 = r2_score(Y, P)
         save_npy(mdir / "r.npy", r.astype(np.float32))
@@ -582,12 +589,6 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
         summary["ground_truth"] = truth
     write_json(out / "summary.json", summary)
     return summary
-
-
-def _lengths(run_index: np.ndarray) -> list[int]:
-    from cinebrain.data.splits import lengths_from_run_index
-
-    return lengths_from_run_index(run_index)
 
 
 #: Ground-truth modality codes written by the simulator, and the band that should win.

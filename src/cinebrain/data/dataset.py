@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cinebrain.data.splits import run_index_from_lengths
 from cinebrain.errors import InputError
 from cinebrain.features.base import FeatureSpace
 from cinebrain.timing import convolve_hrf, delay, resample
@@ -119,7 +120,7 @@ def align_features(
     run_index : ndarray (n_trs_total,) int
     """
     lengths = [r.n_trs for r in runs]
-    run_index = np.repeat(np.arange(len(runs)), lengths)
+    run_index = run_index_from_lengths(lengths)
     aligned = {}
     for name, fs in spaces.items():
         per_run = [resample(fs, tr, r.n_trs, offset=r.offset, segment=r.segment) for r in runs]

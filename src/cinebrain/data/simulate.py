@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from cinebrain.errors import InputError
+from cinebrain.metrics import pearson_r
 
 __all__ = ["simulate_study", "MODALITIES", "REGIONS"]
 
@@ -689,12 +690,6 @@ def _zscore(x: np.ndarray, axis: int = 0) -> np.ndarray:
     return (x - x.mean(axis=axis, keepdims=True)) / np.where(sd > 0, sd, 1.0)
 
 
-def _corr_cols(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Column-wise Pearson r (0 where a column is constant)."""
-    a, b = _zscore(a), _zscore(b)
-    return (a * b).mean(axis=0)
-
-
 @dataclass
 class _Design:
     tr: float
@@ -1133,7 +1128,7 @@ def _simulate_into(
                     "offset": float(fixation),
                 }
             )
-        signal_r[si, driven] = _corr_cols(signal, np.concatenate(responses))
+        signal_r[si, driven] = pearson_r(signal, np.concatenate(responses))
         study_subjects[sub] = {"runs": runs}
         del noise
 

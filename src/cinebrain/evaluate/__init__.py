@@ -12,9 +12,9 @@ from cinebrain.evaluate.ceiling import (
     normalised_score,
     spearman_brown,
 )
-from cinebrain.evaluate.metrics import pearson_r, r2_score, split_r2, zscore
 from cinebrain.evaluate.partition import variance_partitioning
 from cinebrain.evaluate.stats import block_permutation_test, block_permutations, fdr_bh
+from cinebrain.metrics import pearson_r, r2_score, split_r2, zscore
 
 __all__ = [
     "pearson_r",

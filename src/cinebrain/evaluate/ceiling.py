@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cinebrain.evaluate.metrics import zscore
+from cinebrain.metrics import zscore
 
 #: Float64 elements per chunk of targets (about 128 MB).
 _CHUNK_ELEMENTS = 16_000_000

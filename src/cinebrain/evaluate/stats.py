@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cinebrain.evaluate.metrics import _check_pair, zscore
+from cinebrain.metrics import _check_pair, zscore
 
 #: Float64 elements of one block-product array ``(n_blocks, n_blocks, n_chunk)`` or one
 #: gathered batch ``(n_perm_batch, n_blocks, n_chunk)``.

@@ -17,23 +17,12 @@ from cinebrain.linear.solvers import (
     solve_banded_ridge_cv,
     solve_ridge_cv,
 )
+from cinebrain.metrics import pearson_r
 
 
 def correlation_per_target(Y, Y_pred) -> np.ndarray:
     """Pearson r between matching columns, ``(n_targets,)``; 0 where a column is constant."""
-    Y = np.asarray(Y, dtype=np.float64)
-    Y_pred = np.asarray(Y_pred, dtype=np.float64)
-    if Y.ndim == 1:
-        Y, Y_pred = Y[:, None], Y_pred[:, None]
-    if Y.shape != Y_pred.shape:
-        raise ValueError(f"Y has shape {Y.shape} but the prediction has shape {Y_pred.shape}")
-    Y = Y - Y.mean(0)
-    Y_pred = Y_pred - Y_pred.mean(0)
-    num = np.einsum("ij,ij->j", Y, Y_pred)
-    den = np.sqrt(np.einsum("ij,ij->j", Y, Y) * np.einsum("ij,ij->j", Y_pred, Y_pred))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
-    return r
+    return pearson_r(Y, Y_pred)
 
 
 class _LinearPredictor(BaseEstimator):

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from cinebrain.errors import ConfigError
+from cinebrain.metrics import pearson_r
 from cinebrain.models.autoencoder import (
     Lesion,
     MultimodalAutoencoder,
-    pearson_from_stats,
     predict_dataset,
 )
 from cinebrain.models.autoencoder_data import WindowDataset, collate_windows
@@ -204,8 +204,8 @@ def run_lesion(
     )
     if dataset.responses is not None:
         y = np.asarray(dataset.responses, dtype=np.float32)
-        result.r_intact = _pearson(y, intact)
-        result.r_lesioned = _pearson(y, lesioned)
+        result.r_intact = pearson_r(y, intact)
+        result.r_lesioned = pearson_r(y, lesioned)
         result.delta_r = result.r_lesioned - result.r_intact
     result.recon = {
         m: {"intact": rec_i[m], "lesioned": rec_l[m], "delta": rec_l[m] - rec_i[m]} for m in rec_i
@@ -213,11 +213,3 @@ def run_lesion(
     return result
 
 
-def _pearson(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Per-column Pearson r over time, ``(n_trs, V) x2 -> (V,)`` (models sit left of evaluate)."""
-    y64, p64 = torch.as_tensor(y, dtype=torch.float64), torch.as_tensor(p, dtype=torch.float64)
-    n = torch.full_like(y64[0], float(len(y64)))
-    st = torch.stack(
-        [n, y64.sum(0), p64.sum(0), (y64**2).sum(0), (p64**2).sum(0), (y64 * p64).sum(0)]
-    )
-    return pearson_from_stats(st).double().numpy()
