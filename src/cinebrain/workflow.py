@@ -264,7 +264,7 @@ def study_mask(config: RunConfig, study, log: Log = _print):
 def load_responses(study, subject: str, timings: list[RunTiming], mask) -> np.ndarray:
     """Raw responses of ``subject``, runs stacked: ``(sum n_trs, n_targets)`` float32."""
     parts = []
-    for run, timing in zip(study.subjects[subject].runs, timings):
+    for run, timing in zip(study.subjects[subject].runs, timings, strict=True):
         if run.bold:
             from cinebrain.io.nifti import apply_mask, load_bold
 

@@ -35,7 +35,7 @@ def lengths_from_run_index(run_index: np.ndarray) -> list[int]:
         return []
     change = np.flatnonzero(np.diff(run_index)) + 1
     bounds = np.concatenate([[0], change, [run_index.size]])
-    return [int(b - a) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [int(b - a) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def split_by_runs(run_index: np.ndarray, test_runs: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +87,7 @@ def contiguous_folds(
     gap = int(max(0, min(gap, (n_samples - block) // 4)))
     folds = []
     idx = np.arange(n_samples)
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         val = idx[a:b]
         excluded = np.zeros(n_samples, dtype=bool)
         excluded[a:b] = True

@@ -31,12 +31,12 @@ class BandRotation:
 
     @property
     def reduced_sizes(self) -> list[int]:
-        return [s if B is None else B.shape[1] for B, s in zip(self.bases, self.sizes)]
+        return [s if B is None else B.shape[1] for B, s in zip(self.bases, self.sizes, strict=True)]
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """``(n, sum sizes)`` -> ``(n, sum reduced_sizes)`` float32."""
         out, start = [], 0
-        for B, size in zip(self.bases, self.sizes):
+        for B, size in zip(self.bases, self.sizes, strict=True):
             Xb = X[:, start:start + size]
             out.append(Xb if B is None else Xb @ B)
             start += size
@@ -45,7 +45,7 @@ class BandRotation:
     def coef_back(self, coef: np.ndarray) -> np.ndarray:
         """Coefficients in the reduced space ``(sum k_b, n_targets)`` -> original features."""
         out, start = [], 0
-        for B, k in zip(self.bases, self.reduced_sizes):
+        for B, k in zip(self.bases, self.reduced_sizes, strict=True):
             cb = coef[start:start + k]
             out.append(cb if B is None else B @ cb)
             start += k
