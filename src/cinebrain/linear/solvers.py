@@ -22,8 +22,10 @@ How the CV is made fast (everything below is exact, no approximation):
   held ``X' Y``.
 
 The CV criterion matches himalaya's default (``l2_neg_loss``): per fold, the mean squared
-error on the validation rows; averaged over folds; the alpha with the best (least) mean is
-chosen per target, ties going to the larger alpha.
+error on the validation rows (squared residuals summed in float32, as himalaya sums them);
+averaged over folds in float64; the alpha with the least mean is chosen per target, ties
+going to the larger alpha. Losses that differ below float32 resolution are not evidence
+for either alpha; summing as himalaya does makes both libraries call the same ones ties.
 """
 
 from __future__ import annotations
@@ -355,18 +357,17 @@ def _cv_losses(data: _Data, folds: list[_Fold], XtY, col_sums, alphas, scale=Non
             del XtY_tr
             P = (As @ Z).reshape(n_alphas, n_val, -1)  # (n_alphas, n_val, c) predictions
             if fold.loo_weights is None:
-                # ||y - p||^2 = ||y||^2 - 2 y'p + ||p||^2, with y'p = sum_i g_ai (A'y)_i Z_i.
-                # The alpha-dependent terms keep their own float32 precision instead of
-                # being rounded against ||y||^2, so near-flat CV curves are ranked reliably.
-                cross = inv @ ((A.T @ Y_val) * Z)  # (n_alphas, c)
-                sq = be.sum_squares_axis1(P)
-                yy = be.sum_rows(Y_val * Y_val)
-                loss = (sq - 2.0 * be.float64(cross)) + yy[None, :]
+                # Squared residuals summed in float32, row after row, as himalaya does:
+                # where two alphas' losses differ by less than float32 resolution the CV
+                # cannot tell them apart, and both libraries resolve the tie the same way
+                # (the larger alpha, see ``_select``).
+                P -= Y_val[None]
+                loss = be.sum_squares_axis1_f32(P) / n_val
             else:  # leave-one-out: residuals rescaled per sample and alpha
                 P -= Y_val[None]
                 P *= fold.loo_weights[:, :, None]
-                loss = be.sum_squares_axis1(P)
-            losses[:, cols] += be.to_numpy(loss) / n_val
+                loss = be.sum_squares_axis1(P) / n_val
+            losses[:, cols] += be.to_numpy(loss)
             del P, Z, Y_val
     losses /= len(folds)
     return losses
