@@ -84,7 +84,16 @@ class ModelConfig(_Section):
 class SplitConfig(_Section):
     """Held-out data."""
 
-    test_runs: list[str] | None = Field(None, description="run names held out (null: last run)")
+    scheme: Literal["held_out", "leave_one_run_out"] = Field(
+        "held_out",
+        description="held_out: fit on the other runs, score test_runs; leave_one_run_out: "
+        "each run predicted by a model fit on the others (every TR scored), the saved "
+        "model refit on all runs",
+    )
+    test_runs: list[str] | None = Field(
+        None, description="run names held out (null: last run); with leave_one_run_out only "
+        "the autoencoder uses them",
+    )
 
 
 class EvaluateConfig(_Section):

@@ -23,7 +23,8 @@ Run folder additions::
     autoencoder/checkpoints/                 best.pt, last.pt, step-*.pt (cinebrain.train)
     autoencoder/metrics.jsonl, tensorboard/  training log
     autoencoder/predictions/<subject>/test_pred.npy
-    autoencoder/metrics/<subject>/           r.npy, r2.npy, r_normalised.npy (held out)
+    autoencoder/metrics/<subject>/           r.npy, r2.npy, r_normalised.npy (held out),
+                                             ridge_r.npy (banded ridge on the same rows)
     autoencoder/comparison.json              autoencoder vs ridge per region, reconstruction
     autoencoder/lesions/<name>/              <subject>_<change|relative_change|delta_r>.nii.gz,
                                              mean_*.nii.gz, lesion.json
@@ -558,12 +559,53 @@ def _recon_baseline(target: np.ndarray, kind: str, train_mean_dir: np.ndarray | 
     return float((1.0 - cos).mean())
 
 
+def _ridge_on_test_rows(out: Path, data: DeepData) -> dict[str, tuple]:
+    """Banded ridge scored on exactly the autoencoder's test rows, per subject.
+
+    Ridge's held-out predictions may cover more runs than the autoencoder's test runs
+    (``split.scheme: leave_one_run_out`` predicts every run); the rows of the autoencoder's
+    test runs are picked by run. Returns ``{subject: (ridge_r, same_responses, ceiling)}``:
+    the ceiling is ridge's when both score the same rows, else recomputed across subjects
+    on these rows (repeats ceilings do not depend on the rows).
+    """
+    from cinebrain.evaluate import noise_ceiling_subjects, pearson_r
+
+    picked: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for s, sd in data.subjects.items():
+        pdir = out / "predictions" / s
+        files = [pdir / f for f in ("test_true.npy", "test_pred.npy", "test_run_index.npy")]
+        if not all(f.is_file() for f in files):
+            continue
+        runs = [sd.run_names.index(n) for n in data.split[s]["test_runs"]]
+        rows = np.flatnonzero(np.isin(np.load(files[2]), runs))
+        Y = sd.responses[sd.rows("test")]
+        if rows.size != len(Y):
+            continue  # ridge did not predict the autoencoder's test runs
+        true = np.load(files[0], mmap_mode="r")[rows]
+        if true.shape != Y.shape or not np.allclose(true, Y, atol=1e-4):
+            continue
+        picked[s] = (np.asarray(true), np.load(files[1], mmap_mode="r")[rows])
+    summary = out / "summary.json"
+    method = json.loads(summary.read_text()).get("ceiling_method") if summary.is_file() else None
+    shared = None
+    if method == "subjects" and len(picked) >= 2 and len({t.shape for t, _ in picked.values()}) == 1:
+        shared = noise_ceiling_subjects(np.stack([t for t, _ in picked.values()]))
+    result = {}
+    for s, (true, pred) in picked.items():
+        ceiling_file = out / "metrics" / s / "ceiling.npy"
+        ceiling = shared
+        if ceiling is None and method == "repeats" and ceiling_file.is_file():
+            ceiling = np.load(ceiling_file)
+        result[s] = (pearson_r(true, pred).astype(np.float32), True, ceiling)
+    return result
+
+
 def evaluate(config: RunConfig, data: DeepData | None = None, log: Log = _print) -> dict:
     """Held-out scores of the autoencoder per voxel and region, next to ridge's.
 
-    Writes ``autoencoder/metrics/<subject>/{r,r2,r_normalised}.npy`` and
-    ``autoencoder/comparison.json``; ridge's ``metrics/<subject>/r.npy`` and the noise
-    ceiling are read when the linear stages ran.
+    Writes ``autoencoder/metrics/<subject>/{r,r2,r_normalised,ridge_r}.npy`` and
+    ``autoencoder/comparison.json``; ridge's held-out predictions of the same rows and the
+    noise ceiling are used when the linear stages ran.
     """
     from cinebrain.evaluate import normalised_score, pearson_r, r2_score
 
@@ -575,6 +617,7 @@ def evaluate(config: RunConfig, data: DeepData | None = None, log: Log = _print)
     regions = _regions(config, study, mask_img)
     rows, per_subject = [], {}
     recon: dict[str, dict[str, float]] = {}
+    ridge_rows = _ridge_on_test_rows(out, data)
     for s, sd in data.subjects.items():
         model, mcfg = load_model(config, s)
         test_rows = sd.rows("test")
@@ -585,20 +628,11 @@ def evaluate(config: RunConfig, data: DeepData | None = None, log: Log = _print)
         mdir = ae_dir / "metrics" / s
         save_npy(mdir / "r.npy", r)
         save_npy(mdir / "r2.npy", r2_score(Y, P).astype(np.float32))
-        ridge_dir = out / "metrics" / s
-        ridge_r = np.load(ridge_dir / "r.npy") if (ridge_dir / "r.npy").is_file() else None
-        if ridge_r is not None and ridge_r.shape != r.shape:
-            ridge_r = None
-        ceiling = (
-            np.load(ridge_dir / "ceiling.npy") if (ridge_dir / "ceiling.npy").is_file() else None
-        )
-        if ceiling is not None and ceiling.shape == r.shape:
+        ridge_r, same, ceiling = ridge_rows[s] if s in ridge_rows else (None, None, None)
+        if ridge_r is not None:
+            save_npy(mdir / "ridge_r.npy", ridge_r)
+        if ceiling is not None:
             save_npy(mdir / "r_normalised.npy", normalised_score(r, ceiling).astype(np.float32))
-        true_path = out / "predictions" / s / "test_true.npy"
-        same = None
-        if true_path.is_file():
-            ridge_true = np.load(true_path, mmap_mode="r")
-            same = bool(ridge_true.shape == Y.shape and np.allclose(ridge_true, Y, atol=1e-4))
         sel_all = {"all": np.ones(r.shape, bool), **regions}
         for name, sel in sel_all.items():
             row = {

@@ -1,10 +1,12 @@
 """``cinebrain demo``: the whole pipeline on the embedded simulated study.
 
 Simulates the study if it is not there yet, then extracts features, fits banded ridge
-(one band per modality) per subject, evaluates on the held-out run against the
+(one band per modality) per subject with leave-one-run-out cross-validation (every run
+predicted by a model fit on the others), evaluates the held-out predictions against the
 across-subject noise ceiling and checks the recovery of the simulator's ground truth.
-Then it trains the small multimodal autoencoder (preset ``demo``) on the same features,
-responses and split, scores it on the same held-out run against the same ceiling, lesions
+Then it trains the small multimodal autoencoder (preset ``demo``) on the same features and
+responses, holding out the last run, scores it and banded ridge on that run against the
+same ceiling, lesions
 each modality, writes the stimulus reconstructions, and builds the report.
 """
 
@@ -36,6 +38,7 @@ def demo_config(study: Path, out: Path) -> RunConfig:
             "out": str(out),
             "features": {"annotation_columns": False, "transcript": []},
             "model": {"kind": "banded", "bands": DEMO_BANDS, "n_iter": 10},
+            "split": {"scheme": "leave_one_run_out"},
             "evaluate": {
                 "rois": str(study.parent / "ground_truth" / "modality.nii.gz"),
                 "roi_labels": {1: "visual", 2: "auditory", 3: "language"},

@@ -13,8 +13,10 @@ Run folder::
     mask.nii.gz                  the voxel mask every per-voxel array refers to
     models/<subject>/            coef.npy, intercept.npy, alpha.npy, deltas.npy, bands.json,
                                  feature_mean.npy, feature_std.npy
-    predictions/<subject>/       test_true.npy, test_pred.npy, test_split.npy (cleaned test
-                                 responses, predictions, per-band predictions)
+    predictions/<subject>/       test_true.npy, test_pred.npy, test_split.npy, test_run_index.npy
+                                 (cleaned held-out responses, predictions, per-band predictions,
+                                 run of each row; every run with split.scheme leave_one_run_out),
+                                 subset_r2__<bands>.npy (held-out R2 of band subsets)
     metrics/<subject>/           r.npy, r2.npy, p.npy, q_fdr.npy, ceiling.npy, r_normalised.npy,
                                  alpha.npy, split_r2_<band>.npy, unique_<band>.npy, best_band.npy
     metrics/roi_summary.csv      per ROI and subject
@@ -51,7 +53,6 @@ from cinebrain.data.splits import (
     gap_trs,
     lengths_from_run_index,
     run_index_from_lengths,
-    split_by_runs,
 )
 from cinebrain.errors import InputError
 from cinebrain.features.base import FeatureSpace
@@ -340,67 +341,128 @@ def _split_predict(model, X, sizes) -> np.ndarray:
     return pred[None]
 
 
+def _fit_on(config, spaces, bands, timings, study, Y, run_index, train_runs: list[int],
+            test_idx: np.ndarray | None):
+    """Fit one model on the runs ``train_runs``; predict rows ``test_idx`` (None: nothing).
+
+    Features are standardised on the training rows only and the inner CV folds stay inside
+    the training runs, with a gap of one HRF, so nothing of the test rows reaches the fit.
+    Returns the fitted pieces and the held-out predictions (total, per band, per band subset).
+    """
+    train_idx = np.flatnonzero(np.isin(run_index, train_runs))
+    X, sizes, _, mean, std = _design(spaces, bands, timings, study, config, train_idx)
+    # Bands wider than the training set are rotated into its row space: exact, and
+    # far cheaper for the solvers. Coefficients are mapped back before saving.
+    rotation = fit_band_rotation(X[train_idx], sizes)
+    X = rotation.transform(X)
+    sizes = rotation.reduced_sizes
+    folds = contiguous_folds(
+        train_idx.size, config.model.cv_folds, gap=gap_trs(study.tr, HRF_LENGTH_S),
+        run_index=run_index[train_idx],
+    )
+    model = _make_model(config, sizes, folds)
+    model.fit(X[train_idx], Y[train_idx])
+    held = {}
+    if test_idx is not None:
+        held["pred"] = np.asarray(model.predict(X[test_idx]), dtype=np.float32)
+        held["split"] = _split_predict(model, X[test_idx], sizes)
+        if config.evaluate.variance_partitioning and 1 < len(bands) <= 4:
+            held["subsets"] = _fit_subsets(config, bands, sizes, X, Y, train_idx, test_idx, folds)
+    return model, rotation, mean, std, train_idx, held
+
+
+def _save_model(mdir: Path, model, rotation, mean, std, info: dict) -> None:
+    coef = np.asarray(model.coef_, dtype=np.float32)
+    save_npy(mdir / "coef.npy", rotation.coef_back(coef.reshape(coef.shape[0], -1)))
+    save_npy(mdir / "intercept.npy", np.asarray(model.intercept_, dtype=np.float32))
+    alpha = getattr(model, "best_alphas_", None)
+    if alpha is None:
+        alpha = model.alpha_
+    save_npy(mdir / "alpha.npy", np.asarray(alpha, dtype=np.float32))
+    if hasattr(model, "deltas_"):
+        save_npy(mdir / "deltas.npy", np.asarray(model.deltas_, dtype=np.float32))
+    save_npy(mdir / "feature_mean.npy", mean)
+    save_npy(mdir / "feature_std.npy", std)
+    write_json(mdir / "bands.json", {"bands": info.pop("bands"), "sizes": rotation.sizes, **info})
+
+
 def fit(config: RunConfig, log: Log = _print) -> dict:
-    """Fit one encoding model per subject on the training runs; predict the test runs."""
+    """Fit one encoding model per subject; predict held-out runs.
+
+    ``split.scheme`` "held_out": fit on the training runs, predict ``split.test_runs``.
+    "leave_one_run_out": every run is predicted by a model fit on the other runs (each TR is
+    scored once, by a model that never saw its run); the saved model is then refit on all runs.
+    """
     study = _load_study(config)
     spaces = load_features(config)
     bands = _space_names_by_band(spaces, config)
     mask = study_mask(config, study, log)
     out = Path(config.out)
+    loro = config.split.scheme == "leave_one_run_out"
     results = {}
     for subject in _subjects(config, study):
         t0 = time.perf_counter()
         timings = run_timings(study, subject, _stimulus_duration(spaces))
         names = [t.name for t in timings]
-        test_runs = _test_runs(config, names, config.study)
+        if loro and len(names) < 2:
+            raise InputError(config.study, f"{subject} has one run; leave-one-run-out needs two or more",
+                             "add runs, or set split.scheme: held_out")
+        test_runs = list(range(len(names))) if loro else _test_runs(config, names, config.study)
         Y_raw = load_responses(study, subject, timings, mask)
         run_index = run_index_from_lengths([t.n_trs for t in timings])
         Y = clean_responses(Y_raw, run_index, study.tr, config.alignment.high_pass)
         del Y_raw
-        train_idx, test_idx = split_by_runs(run_index, test_runs)
-        _save_repeats(timings, run_index, Y, out / "predictions" / subject)
-        X, sizes, _, mean, std = _design(spaces, bands, timings, study, config, train_idx)
-        # Bands wider than the training set are rotated into its row space: exact, and
-        # far cheaper for the solvers. Coefficients are mapped back before saving.
-        rotation = fit_band_rotation(X[train_idx], sizes)
-        X = rotation.transform(X)
-        sizes = rotation.reduced_sizes
-        folds = contiguous_folds(
-            train_idx.size, config.model.cv_folds, gap=gap_trs(study.tr, HRF_LENGTH_S),
-            run_index=run_index[train_idx],
-        )
-        model = _make_model(config, sizes, folds)
-        model.fit(X[train_idx], Y[train_idx])
-        pred_split = _split_predict(model, X[test_idx], sizes)
-        pred = np.asarray(model.predict(X[test_idx]), dtype=np.float32)
-        mdir = out / "models" / subject
-        coef = np.asarray(model.coef_, dtype=np.float32)
-        save_npy(mdir / "coef.npy", rotation.coef_back(coef.reshape(coef.shape[0], -1)))
-        save_npy(mdir / "intercept.npy", np.asarray(model.intercept_, dtype=np.float32))
-        alpha = getattr(model, "best_alphas_", None)
-        if alpha is None:
-            alpha = model.alpha_
-        save_npy(mdir / "alpha.npy", np.asarray(alpha, dtype=np.float32))
-        if hasattr(model, "deltas_"):
-            save_npy(mdir / "deltas.npy", np.asarray(model.deltas_, dtype=np.float32))
-        save_npy(mdir / "feature_mean.npy", mean)
-        save_npy(mdir / "feature_std.npy", std)
-        write_json(mdir / "bands.json", {"bands": bands, "sizes": rotation.sizes, "train_runs":
-                   [names[i] for i in sorted(set(range(len(names))) - set(test_runs))],
-                   "test_runs": [names[i] for i in test_runs]})
         pdir = out / "predictions" / subject
+        _save_repeats(timings, run_index, Y, pdir)
+        # Outer splits: (runs to fit on, runs to predict).
+        outer = ([([j for j in range(len(names)) if j != i], [i]) for i in range(len(names))] if loro
+                 else [([j for j in range(len(names)) if j not in test_runs], test_runs)])
+        test_idx = np.flatnonzero(np.isin(run_index, test_runs))
+        pred = np.zeros((test_idx.size, Y.shape[1]), np.float32)
+        pred_split = None
+        subsets: dict[str, np.ndarray] = {}
+        for fit_runs, pred_runs in outer:
+            rows = np.flatnonzero(np.isin(run_index, pred_runs))
+            at = np.searchsorted(test_idx, rows)
+            model, rotation, mean, std, train_idx, held = _fit_on(
+                config, spaces, bands, timings, study, Y, run_index, fit_runs, rows)
+            pred[at] = held["pred"]
+            if pred_split is None:
+                pred_split = np.zeros((held["split"].shape[0], *pred.shape), np.float32)
+            pred_split[:, at] = held["split"]
+            for key, v in held.get("subsets", {}).items():
+                subsets.setdefault(key, np.zeros(pred.shape, np.float32))[at] = v
+            if loro:
+                log(f"    {subject} {names[pred_runs[0]]}: fit on {train_idx.size} TRs of "
+                    f"{len(fit_runs)} runs, predicted {rows.size} TRs")
+        info = {"bands": bands, "scheme": config.split.scheme,
+                "train_runs": [names[i] for i in outer[0][0]], "test_runs": [names[i] for i in test_runs]}
+        if loro:
+            # The model to keep (for new stimuli): all runs; its scores are the ones above.
+            model, rotation, mean, std, train_idx, _ = _fit_on(
+                config, spaces, bands, timings, study, Y, run_index, list(range(len(names))), None)
+            info["train_runs"] = list(names)
+        _save_model(out / "models" / subject, model, rotation, mean, std, info)
         save_npy(pdir / "test_true.npy", Y[test_idx])
         save_npy(pdir / "test_pred.npy", pred)
         save_npy(pdir / "test_split.npy", pred_split)
         save_npy(pdir / "test_run_index.npy", run_index[test_idx])
+        for old in pdir.glob("subset_r2__*.npy"):
+            old.unlink()
+        if subsets:
+            from cinebrain.evaluate import r2_score
+
+            for key, v in subsets.items():
+                save_npy(pdir / f"subset_r2__{key}.npy", r2_score(Y[test_idx], v).astype(np.float32))
+        n_features = int(np.load(out / "models" / subject / "feature_mean.npy").size)
         results[subject] = {"n_train": int(train_idx.size), "n_test": int(test_idx.size),
-                            "n_targets": int(Y.shape[1]), "n_features": int(X.shape[1]),
+                            "n_targets": int(Y.shape[1]), "n_features": n_features,
+                            "scheme": config.split.scheme,
                             "seconds": round(time.perf_counter() - t0, 2)}
-        log(f"  {subject}: fit {X.shape[1]} features x {Y.shape[1]} targets on "
-            f"{train_idx.size} TRs, predicted {test_idx.size} held-out TRs "
-            f"({time.perf_counter() - t0:.1f} s)")
-        if config.evaluate.variance_partitioning and len(bands) > 1 and len(bands) <= 4:
-            _fit_subsets(config, bands, sizes, X, Y, train_idx, test_idx, folds, pdir, log)
+        how = (f"each of {len(names)} runs predicted by a model fit on the others"
+               if loro else f"fit on {train_idx.size} TRs")
+        log(f"  {subject}: {n_features} features x {Y.shape[1]} targets, {how}; "
+            f"{test_idx.size} held-out TRs scored ({time.perf_counter() - t0:.1f} s)")
     return results
 
 
@@ -418,14 +480,11 @@ def _save_repeats(timings: list[RunTiming], run_index: np.ndarray, Y: np.ndarray
     save_npy(path, np.stack([Y[run_index == i] for i in runs]))
 
 
-def _fit_subsets(config, bands, sizes, X, Y, train_idx, test_idx, folds, pdir, log) -> None:
-    """Refit on every proper subset of bands; store held-out R2 for variance partitioning."""
-    from cinebrain.evaluate import r2_score
-
+def _fit_subsets(config, bands, sizes, X, Y, train_idx, test_idx, folds) -> dict[str, np.ndarray]:
+    """Refit on every proper subset of bands; their held-out predictions, for variance partitioning."""
     names = list(bands)
     offsets = np.concatenate([[0], np.cumsum(sizes)])
-    r2 = {}
-    t0 = time.perf_counter()
+    preds = {}
     for k in range(1, len(names)):
         for subset in itertools.combinations(range(len(names)), k):
             cols = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in subset])
@@ -433,12 +492,9 @@ def _fit_subsets(config, bands, sizes, X, Y, train_idx, test_idx, folds, pdir, l
             n_iter = max(4, config.model.n_iter * (len(subset) - 1) // max(1, len(names) - 1))
             model = _make_model(config, [sizes[i] for i in subset], folds, n_iter=n_iter)
             model.fit(X[np.ix_(train_idx, cols)], Y[train_idx])
-            pred = np.asarray(model.predict(X[np.ix_(test_idx, cols)]), dtype=np.float32)
             key = "+".join(names[i] for i in subset)
-            r2[key] = r2_score(Y[test_idx], pred).astype(np.float32)
-    for key, v in r2.items():
-        save_npy(pdir / f"subset_r2__{key}.npy", v)
-    log(f"    variance partitioning: {len(r2)} subset models ({time.perf_counter() - t0:.1f} s)")
+            preds[key] = np.asarray(model.predict(X[np.ix_(test_idx, cols)]), dtype=np.float32)
+    return preds
 
 
 # --------------------------------------------------------------------------- evaluate

@@ -396,7 +396,12 @@ def _autoencoder_sections(run_dir: Path, fig_dir: Path, subjects: dict[str, Path
         for d in sorted((ae / "metrics").glob("*"))
         if (d / "r.npy").is_file()
     }
-    ridge_r = {s: np.load(d / "r.npy") for s, d in subjects.items() if (d / "r.npy").is_file()}
+    # Ridge scored on the autoencoder's own test rows (deep.evaluate writes it).
+    ridge_r = {
+        d.name: np.load(d / "ridge_r.npy")
+        for d in sorted((ae / "metrics").glob("*"))
+        if (d / "ridge_r.npy").is_file()
+    }
     body = []
     if comparison.get("regions"):
         body.append(

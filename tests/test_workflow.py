@@ -1,0 +1,128 @@
+"""The linear stages of a run (features -> fit -> evaluate) on a small simulated study.
+
+Checks the split schemes end to end: what is held out, that leave-one-run-out predictions
+are exactly those of a model fit without the predicted run, and that the simulator's
+driven voxels are recovered.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from cinebrain import workflow
+from cinebrain.config import RunConfig, save_config
+from cinebrain.metrics import pearson_r
+
+QUIET = lambda msg: None  # noqa: E731
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Two subjects, three 80-s runs, 8 mm voxels."""
+    from cinebrain.data.simulate import simulate_study
+
+    return simulate_study(
+        tmp_path_factory.mktemp("wf") / "study", n_subjects=2, n_runs=3, run_duration=80.0,
+        tr=1.5, fps=8, size=(128, 72), voxel_size=8, seed=5, progress=False,
+    )
+
+
+def _config(study, out, **split) -> RunConfig:
+    return RunConfig.model_validate({
+        "study": str(study), "out": str(out), "progress": False, "report": False,
+        "features": {"video": ["pixels"], "audio": ["mel"], "annotation_text": False,
+                     "annotation_columns": False, "transcript": []},
+        "model": {"kind": "banded", "bands": {"visual": ["video.pixels"], "auditory": ["audio.mel"]},
+                  "n_alphas": 8, "n_iter": 4, "cv_folds": 3},
+        "split": split,
+        "evaluate": {"n_permutations": 1000},
+    })
+
+
+@pytest.fixture(scope="module")
+def features(study, tmp_path_factory):
+    out = tmp_path_factory.mktemp("wf_features") / "run"
+    config = _config(study, out)
+    out.mkdir(parents=True)
+    workflow.extract_features(config, QUIET)
+    return out
+
+
+def _run(study, features, tmp_path, **split):
+    out = tmp_path / "run"
+    shutil.copytree(features, out)
+    config = _config(study, out, **split)
+    save_config(config, out / "config.yaml")
+    workflow.fit(config, QUIET)
+    summary = workflow.evaluate(config, QUIET)
+    return out, summary
+
+
+@pytest.fixture(scope="module")
+def loro(study, features, tmp_path_factory):
+    return _run(study, features, tmp_path_factory.mktemp("loro"), scheme="leave_one_run_out")
+
+
+def test_held_out_scores_only_the_test_run(study, features, tmp_path):
+    out, _ = _run(study, features, tmp_path, test_runs=["run-2"])
+    idx = np.load(out / "predictions" / "sub-01" / "test_run_index.npy")
+    assert set(idx.tolist()) == {1}
+    info = json.loads((out / "models" / "sub-01" / "bands.json").read_text())
+    assert info["scheme"] == "held_out"
+    assert info["train_runs"] == ["run-1", "run-3"] and info["test_runs"] == ["run-2"]
+
+
+def test_leave_one_run_out_predicts_every_run_without_seeing_it(study, features, loro, tmp_path):
+    out, _ = loro
+    idx = np.load(out / "predictions" / "sub-01" / "test_run_index.npy")
+    assert np.array_equal(idx, np.sort(idx)) and set(idx.tolist()) == {0, 1, 2}
+    info = json.loads((out / "models" / "sub-01" / "bands.json").read_text())
+    assert info["scheme"] == "leave_one_run_out"
+    assert info["train_runs"] == info["test_runs"] == ["run-1", "run-2", "run-3"]
+    # The rows of run-2 are exactly what a model fit on runs 1 and 3 predicts for it.
+    held, _ = _run(study, features, tmp_path, test_runs=["run-2"])
+    for name in ("test_pred.npy", "test_split.npy", "test_true.npy"):
+        a = np.load(out / "predictions" / "sub-01" / name)
+        b = np.load(held / "predictions" / "sub-01" / name)
+        np.testing.assert_allclose(a[..., idx == 1, :], b, rtol=1e-5, atol=1e-6, err_msg=name)
+    # The saved model is the refit on all runs, not the model of a fold.
+    assert not np.allclose(np.load(out / "models" / "sub-01" / "coef.npy"),
+                           np.load(held / "models" / "sub-01" / "coef.npy"))
+
+
+def test_leave_one_run_out_scores_every_tr_and_recovers_truth(loro):
+    out, summary = loro
+    pred = np.load(out / "predictions" / "sub-01" / "test_pred.npy")
+    true = np.load(out / "predictions" / "sub-01" / "test_true.npy")
+    r = np.load(out / "metrics" / "sub-01" / "r.npy")
+    np.testing.assert_allclose(r, pearson_r(true, pred), atol=1e-5)
+    rows = {(row["subject"], row["region"]): row for row in summary["ground_truth"]["rows"]}
+    for s in ("sub-01", "sub-02"):
+        assert rows[(s, "visual")]["median_r"] > 0.3
+        assert rows[(s, "visual")]["fraction_significant"] > 0.5
+        assert rows[(s, "undriven")]["fraction_significant"] < 0.05
+        # (the simulator's shared low-rank noise moves all undriven voxels of a subject
+        # together, so their median r scatters more than independent voxels' would)
+        assert abs(rows[(s, "undriven")]["median_r"]) < 0.1
+    # Variance partitioning from subset models refit per held-out run.
+    assert (out / "predictions" / "sub-01" / "subset_r2__visual.npy").is_file()
+    assert (out / "metrics" / "sub-01" / "unique_visual.npy").is_file()
+
+
+def test_leave_one_run_out_needs_two_runs(tmp_path, capsys):
+    from cinebrain.cli import main
+    from cinebrain.data.simulate import simulate_study
+
+    one = simulate_study(tmp_path / "one", n_subjects=1, n_runs=1, run_duration=40.0, fps=8,
+                         size=(128, 72), voxel_size=8, seed=2, progress=False)
+    out = tmp_path / "run"
+    code = main(["run", "--study", str(one), "--out", str(out), "--split-scheme", "leave_one_run_out",
+                 "--features-video", "pixels", "--features-audio", "--no-features-annotation-text",
+                 "--no-features-annotation-columns", "--features-transcript", "--model-kind", "ridge",
+                 "--no-report", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "leave-one-run-out" in err[0]
