@@ -60,8 +60,13 @@ def setup_distributed(backend: str | None = None) -> DistInfo:
 
 
 def cleanup_distributed() -> None:
-    """Leave the process group, if this process joined one."""
+    """Leave the process group, if this process joined one.
+
+    Every rank waits at a barrier first: a rank that tears its gloo connections down while
+    another is still writing files can abort the other's process at exit.
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
