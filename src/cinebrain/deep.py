@@ -559,14 +559,15 @@ def _recon_baseline(target: np.ndarray, kind: str, train_mean_dir: np.ndarray | 
     return float((1.0 - cos).mean())
 
 
-def _ridge_on_test_rows(out: Path, data: DeepData) -> dict[str, tuple]:
+def _ridge_on_test_rows(out: Path, data: DeepData) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """Banded ridge scored on exactly the autoencoder's test rows, per subject.
 
     Ridge's held-out predictions may cover more runs than the autoencoder's test runs
     (``split.scheme: leave_one_run_out`` predicts every run); the rows of the autoencoder's
-    test runs are picked by run. Returns ``{subject: (ridge_r, same_responses, ceiling)}``:
-    the ceiling is ridge's when both score the same rows, else recomputed across subjects
-    on these rows (repeats ceilings do not depend on the rows).
+    test runs are picked by run, and a subject is left out unless its cleaned responses
+    there equal the autoencoder's. Returns ``{subject: (ridge_r, ceiling)}``: an
+    across-subject ceiling is recomputed on these rows; a repeats ceiling does not depend
+    on them and is ridge's own (None when the run has no ceiling).
     """
     from cinebrain.evaluate import noise_ceiling_subjects, pearson_r
 
@@ -596,7 +597,7 @@ def _ridge_on_test_rows(out: Path, data: DeepData) -> dict[str, tuple]:
         ceiling = shared
         if ceiling is None and method == "repeats" and ceiling_file.is_file():
             ceiling = np.load(ceiling_file)
-        result[s] = (pearson_r(true, pred).astype(np.float32), True, ceiling)
+        result[s] = (pearson_r(true, pred).astype(np.float32), ceiling)
     return result
 
 
@@ -628,7 +629,8 @@ def evaluate(config: RunConfig, data: DeepData | None = None, log: Log = _print)
         mdir = ae_dir / "metrics" / s
         save_npy(mdir / "r.npy", r)
         save_npy(mdir / "r2.npy", r2_score(Y, P).astype(np.float32))
-        ridge_r, same, ceiling = ridge_rows[s] if s in ridge_rows else (None, None, None)
+        ridge_r, ceiling = ridge_rows.get(s, (None, None))
+        same = (s in ridge_rows) if (out / "predictions" / s / "test_true.npy").is_file() else None
         if ridge_r is not None:
             save_npy(mdir / "ridge_r.npy", ridge_r)
         if ceiling is not None:

@@ -305,22 +305,19 @@ def _alphas(config: RunConfig) -> np.ndarray:
     return np.logspace(np.log10(m.alpha_min), np.log10(m.alpha_max), m.n_alphas)
 
 
-def _design(spaces, bands, timings, study, config, train_idx):
-    """Stacked, standardised design matrix and band sizes."""
+def _design(spaces, bands, timings, study, config) -> tuple[np.ndarray, list[int]]:
+    """Stacked design matrix on the runs' TR grid (HRF or FIR applied), and band sizes.
+
+    Not standardised: each fit standardises with its own training rows.
+    """
     hrf = config.alignment.hrf
-    aligned, run_index = align_features(
+    aligned, _ = align_features(
         {n: spaces[n] for names in bands.values() for n in names}, timings, study.tr,
         hrf_model=None if hrf == "fir" else hrf,
         delays=tuple(config.alignment.delays) if hrf == "fir" else None,
     )
-    blocks, sizes = [], []
-    for names in bands.values():
-        Xb = np.concatenate([aligned[n] for n in names], axis=1)
-        blocks.append(Xb)
-        sizes.append(Xb.shape[1])
-    X = np.concatenate(blocks, axis=1)
-    X, mean, std = standardize_features(X, train_idx)
-    return X, sizes, run_index, mean, std
+    blocks = [np.concatenate([aligned[n] for n in names], axis=1) for names in bands.values()]
+    return np.concatenate(blocks, axis=1), [b.shape[1] for b in blocks]
 
 
 def _make_model(config: RunConfig, sizes: list[int], folds, n_iter: int | None = None):
@@ -341,7 +338,7 @@ def _split_predict(model, X, sizes) -> np.ndarray:
     return pred[None]
 
 
-def _fit_on(config, spaces, bands, timings, study, Y, run_index, train_runs: list[int],
+def _fit_on(config, study, bands, design, sizes, Y, run_index, train_runs: list[int],
             test_idx: np.ndarray | None):
     """Fit one model on the runs ``train_runs``; predict rows ``test_idx`` (None: nothing).
 
@@ -350,7 +347,7 @@ def _fit_on(config, spaces, bands, timings, study, Y, run_index, train_runs: lis
     Returns the fitted pieces and the held-out predictions (total, per band, per band subset).
     """
     train_idx = np.flatnonzero(np.isin(run_index, train_runs))
-    X, sizes, _, mean, std = _design(spaces, bands, timings, study, config, train_idx)
+    X, mean, std = standardize_features(design, train_idx)
     # Bands wider than the training set are rotated into its row space: exact, and
     # far cheaper for the solvers. Coefficients are mapped back before saving.
     rotation = fit_band_rotation(X[train_idx], sizes)
@@ -371,7 +368,7 @@ def _fit_on(config, spaces, bands, timings, study, Y, run_index, train_runs: lis
     return model, rotation, mean, std, train_idx, held
 
 
-def _save_model(mdir: Path, model, rotation, mean, std, info: dict) -> None:
+def _save_model(mdir: Path, model, rotation, mean, std, bands: dict, info: dict) -> None:
     coef = np.asarray(model.coef_, dtype=np.float32)
     save_npy(mdir / "coef.npy", rotation.coef_back(coef.reshape(coef.shape[0], -1)))
     save_npy(mdir / "intercept.npy", np.asarray(model.intercept_, dtype=np.float32))
@@ -383,7 +380,7 @@ def _save_model(mdir: Path, model, rotation, mean, std, info: dict) -> None:
         save_npy(mdir / "deltas.npy", np.asarray(model.deltas_, dtype=np.float32))
     save_npy(mdir / "feature_mean.npy", mean)
     save_npy(mdir / "feature_std.npy", std)
-    write_json(mdir / "bands.json", {"bands": info.pop("bands"), "sizes": rotation.sizes, **info})
+    write_json(mdir / "bands.json", {"bands": bands, "sizes": rotation.sizes, **info})
 
 
 def fit(config: RunConfig, log: Log = _print) -> dict:
@@ -414,6 +411,7 @@ def fit(config: RunConfig, log: Log = _print) -> dict:
         del Y_raw
         pdir = out / "predictions" / subject
         _save_repeats(timings, run_index, Y, pdir)
+        design, sizes = _design(spaces, bands, timings, study, config)
         # Outer splits: (runs to fit on, runs to predict).
         outer = ([([j for j in range(len(names)) if j != i], [i]) for i in range(len(names))] if loro
                  else [([j for j in range(len(names)) if j not in test_runs], test_runs)])
@@ -425,7 +423,7 @@ def fit(config: RunConfig, log: Log = _print) -> dict:
             rows = np.flatnonzero(np.isin(run_index, pred_runs))
             at = np.searchsorted(test_idx, rows)
             model, rotation, mean, std, train_idx, held = _fit_on(
-                config, spaces, bands, timings, study, Y, run_index, fit_runs, rows)
+                config, study, bands, design, sizes, Y, run_index, fit_runs, rows)
             pred[at] = held["pred"]
             if pred_split is None:
                 pred_split = np.zeros((held["split"].shape[0], *pred.shape), np.float32)
@@ -435,14 +433,14 @@ def fit(config: RunConfig, log: Log = _print) -> dict:
             if loro:
                 log(f"    {subject} {names[pred_runs[0]]}: fit on {train_idx.size} TRs of "
                     f"{len(fit_runs)} runs, predicted {rows.size} TRs")
-        info = {"bands": bands, "scheme": config.split.scheme,
+        info = {"scheme": config.split.scheme,
                 "train_runs": [names[i] for i in outer[0][0]], "test_runs": [names[i] for i in test_runs]}
         if loro:
             # The model to keep (for new stimuli): all runs; its scores are the ones above.
             model, rotation, mean, std, train_idx, _ = _fit_on(
-                config, spaces, bands, timings, study, Y, run_index, list(range(len(names))), None)
+                config, study, bands, design, sizes, Y, run_index, list(range(len(names))), None)
             info["train_runs"] = list(names)
-        _save_model(out / "models" / subject, model, rotation, mean, std, info)
+        _save_model(out / "models" / subject, model, rotation, mean, std, bands, info)
         save_npy(pdir / "test_true.npy", Y[test_idx])
         save_npy(pdir / "test_pred.npy", pred)
         save_npy(pdir / "test_split.npy", pred_split)
@@ -454,7 +452,7 @@ def fit(config: RunConfig, log: Log = _print) -> dict:
 
             for key, v in subsets.items():
                 save_npy(pdir / f"subset_r2__{key}.npy", r2_score(Y[test_idx], v).astype(np.float32))
-        n_features = int(np.load(out / "models" / subject / "feature_mean.npy").size)
+        n_features = int(mean.size)
         results[subject] = {"n_train": int(train_idx.size), "n_test": int(test_idx.size),
                             "n_targets": int(Y.shape[1]), "n_features": n_features,
                             "scheme": config.split.scheme,

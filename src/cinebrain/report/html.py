@@ -380,7 +380,7 @@ def _tsv_table(path: Path, max_rows: int = 40) -> str:
     return _table(rows[:max_rows]) + more if rows else ""
 
 
-def _autoencoder_sections(run_dir: Path, fig_dir: Path, subjects: dict[str, Path]) -> list[tuple[str, str]]:
+def _autoencoder_sections(run_dir: Path, fig_dir: Path) -> list[tuple[str, str]]:
     """Autoencoder vs ridge (per region and per voxel), lesion maps and reconstructions,
     from ``autoencoder/`` (written by ``cinebrain train`` and ``cinebrain lesion``)."""
     ae = run_dir / "autoencoder"
@@ -652,7 +652,7 @@ def build_report(
                 )
             )
 
-    sections += _autoencoder_sections(run_dir, fig_dir, subjects)
+    sections += _autoencoder_sections(run_dir, fig_dir)
 
     if (run_dir / "config.yaml").is_file():
         sections.append(
