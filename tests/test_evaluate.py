@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.signal
 import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +22,8 @@ from cinebrain.evaluate import (
     noise_ceiling_subjects,
     normalised_score,
     pearson_r,
+    phase_randomization_test,
+    phase_surrogates,
     r2_score,
     split_r2,
     variance_partitioning,
@@ -292,6 +295,121 @@ def test_block_permutation_chunking_and_constant_targets(monkeypatch):
     np.testing.assert_allclose(small[0], full[0], atol=1e-12)
     np.testing.assert_array_equal(small[1], full[1])
     assert full[0][0] == 0 and full[1][0] == 1.0
+
+
+def _ar(rng, lengths, v, coef):
+    """Stationary AR(1) per run (unit variance; a burn-in forgets the zero start)."""
+    burn = 300
+    e = [rng.standard_normal((n + burn, v)) for n in lengths]
+    a = [1.0, -coef]
+    return np.concatenate([scipy.signal.lfilter([np.sqrt(1 - coef**2)], a, x, axis=0)[burn:] for x in e])
+
+
+def test_phase_surrogates_keep_each_runs_mean_and_spectrum_and_never_mix_runs():
+    lengths = [33, 40, 26]  # odd and even (with a Nyquist bin)
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((99, 4)) + rng.uniform(-3, 3, 4)
+    s = phase_surrogates(y, 25, seed=2, run_lengths=lengths)
+    assert s.shape == (25, 99, 4) and s.dtype == np.float64
+    start = 0
+    for n in lengths:
+        run, sur = y[start : start + n], s[:, start : start + n]
+        spec, sur_spec = np.fft.rfft(run, axis=0), np.fft.rfft(sur, axis=1)
+        np.testing.assert_allclose(sur.mean(axis=1), np.broadcast_to(run.mean(0), (25, 4)), atol=1e-12)
+        np.testing.assert_allclose(np.abs(sur_spec), np.broadcast_to(np.abs(spec), sur_spec.shape), atol=1e-10)
+        if n % 2 == 0:  # Nyquist keeps its (real) value
+            np.testing.assert_allclose(sur_spec[:, -1], np.broadcast_to(spec[-1], (25, 4)), atol=1e-10)
+        assert not np.allclose(sur, run)  # the phases did change
+        start += n
+    # The same phases for every target, and a 1-D series gives its column's surrogates.
+    np.testing.assert_allclose(phase_surrogates(y[:, 2], 25, seed=2, run_lengths=lengths), s[:, :, 2])
+    # Changing one run changes no other run's surrogates.
+    y2 = y.copy()
+    y2[33:73] = rng.standard_normal((40, 4))
+    s2 = phase_surrogates(y2, 25, seed=2, run_lengths=lengths)
+    np.testing.assert_array_equal(s2[:, :33], s[:, :33])
+    np.testing.assert_array_equal(s2[:, 73:], s[:, 73:])
+
+
+@pytest.mark.parametrize("lengths", [[57], [33, 40, 1, 26, 2]])
+def test_phase_randomization_null_equals_explicit_surrogates(lengths):
+    import cinebrain.evaluate.stats as stats
+    from cinebrain.metrics import zscore
+
+    n = sum(lengths)
+    rng = np.random.default_rng(7)
+    y = rng.standard_normal((n, 9)) * 2 + 1
+    p = 0.3 * y + rng.standard_normal((n, 9))
+    r, pval = phase_randomization_test(y.astype(np.float32), p.astype(np.float32), 200, seed=11,
+                                       run_lengths=lengths)
+    surrogates = phase_surrogates(p, 200, seed=11, run_lengths=lengths)
+    explicit = np.stack([np.diag(np.corrcoef(y.T, sp.T)[:9, 9:]) for sp in surrogates])
+    # The fast path (one matrix product per batch of surrogates) against the explicit null,
+    # in uneven batches.
+    fast = np.concatenate(list(stats._phase_nulls(zscore(y), zscore(p), lengths, 200, 11, 7)))
+    np.testing.assert_allclose(fast, explicit, atol=1e-10)
+    r_ref = pearson_r(y, p)
+    np.testing.assert_allclose(r, r_ref, atol=1e-6)
+    np.testing.assert_allclose(pval, (1 + (explicit >= r_ref - 1e-6).sum(0)) / 201)
+
+
+def test_phase_randomization_chunking_and_constant_targets(monkeypatch):
+    import cinebrain.evaluate.stats as stats
+
+    rng = np.random.default_rng(9)
+    y = rng.standard_normal((40, 30))
+    p = y + 2 * rng.standard_normal((40, 30))
+    y[:, 0] = 3.0
+    full = phase_randomization_test(y, p, 50, run_lengths=[19, 21])
+    monkeypatch.setattr(stats, "_BATCH_ELEMENTS", 300)
+    monkeypatch.setattr(stats, "_TARGET_CHUNK", 4)
+    small = phase_randomization_test(y, p, 50, run_lengths=[19, 21])
+    np.testing.assert_allclose(small[0], full[0], atol=1e-12)
+    np.testing.assert_array_equal(small[1], full[1])
+    assert full[0][0] == 0 and full[1][0] == 1.0
+
+
+def test_phase_randomization_calibrated_where_block_permutation_is_not():
+    # Independent responses and predictions, strongly autocorrelated: AR(1) 0.9 plus a
+    # slower AR(1) 0.97 component, in three runs of uneven length.
+    lengths = [160, 121, 137]
+    rng = np.random.default_rng(0)
+    y, p = (_ar(rng, lengths, 2000, 0.9) + 0.5 * _ar(rng, lengths, 2000, 0.97) for _ in range(2))
+    # Bounds: 4 binomial sd around 0.05 over 2000 independent targets (sd 0.0049).
+    lo, hi = 0.05 - 4 * 0.0049, 0.05 + 4 * 0.0049
+    _, p_phase = phase_randomization_test(y, p, 999, seed=1, run_lengths=lengths)
+    assert lo < np.mean(p_phase < 0.05) < hi  # 0.053 here
+    assert lo < np.mean(p_phase > 0.95) < hi  # no pile-up in the other tail either
+    # The data are hard enough to matter: 12 s blocks (8 TRs at TR 1.5 s) lose the slow
+    # autocorrelation and the block test rejects 0.116 of these true nulls.
+    _, p_block = block_permutation_test(y, p, 999, block_size=8, seed=1, run_lengths=lengths)
+    assert np.mean(p_block < 0.05) > hi
+
+
+def test_phase_randomization_power():
+    lengths = [160, 121, 137]
+    rng = np.random.default_rng(3)
+    pred = _ar(rng, lengths, 300, 0.9)
+    noise = _ar(rng, lengths, 300, 0.9)
+    r, p = phase_randomization_test(pred + noise, pred, 199, run_lengths=lengths)
+    assert np.all(r > 0.4) and np.all(p == 1 / 200)
+    # Weaker signal (r about 0.45; with this autocorrelation the null r has sd about 0.15)
+    r, p = phase_randomization_test(pred + 2 * noise, pred, 199, run_lengths=lengths)
+    assert np.mean(p < 0.05) > 0.9
+
+
+def test_phase_randomization_input_errors():
+    y = np.random.default_rng(0).standard_normal((40, 3))
+    with pytest.raises(ValueError, match="n_surrogates"):
+        phase_randomization_test(y, y, n_surrogates=0)
+    with pytest.raises(ValueError, match="run_lengths"):
+        phase_randomization_test(y, y, run_lengths=[20, 19])
+    with pytest.raises(ValueError, match="run_lengths"):
+        phase_surrogates(y, run_lengths=[40, 0])
+    with pytest.raises(ValueError, match="must both be"):
+        phase_randomization_test(y, y[:, :2])
+    with pytest.raises(ValueError, match="no frequency"):
+        phase_randomization_test(y[:4], y[:4], run_lengths=[2, 2])
 
 
 @pytest.mark.parametrize("seed", [0, 1])

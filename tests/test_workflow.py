@@ -111,6 +111,28 @@ def test_leave_one_run_out_scores_every_tr_and_recovers_truth(loro):
     # Variance partitioning from subset models refit per held-out run.
     assert (out / "predictions" / "sub-01" / "subset_r2__visual.npy").is_file()
     assert (out / "metrics" / "sub-01" / "unique_visual.npy").is_file()
+    assert "phase-randomised" in summary["significance_test"]
+
+
+def test_evaluate_uses_the_configured_null(study, loro, tmp_path):
+    from cinebrain.evaluate import block_permutation_test, phase_randomization_test
+
+    src, _ = loro
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    d = out / "predictions" / "sub-01"
+    true, pred = np.load(d / "test_true.npy"), np.load(d / "test_pred.npy")
+    lengths = np.bincount(np.load(d / "test_run_index.npy")).tolist()
+    workflow.evaluate(_config(study, out, scheme="leave_one_run_out"), QUIET)
+    _, p = phase_randomization_test(true, pred, 1000, seed=0, run_lengths=lengths)
+    np.testing.assert_allclose(np.load(out / "metrics" / "sub-01" / "p.npy"), p, rtol=1e-6)
+    config = _config(study, out, scheme="leave_one_run_out")
+    config.evaluate.null = "block"
+    summary = workflow.evaluate(config, QUIET)
+    assert "block permutation (12 s blocks" in summary["significance_test"]
+    # 12 s at TR 1.5 s is 8 TRs
+    _, p = block_permutation_test(true, pred, 1000, block_size=8, seed=0, run_lengths=lengths)
+    np.testing.assert_allclose(np.load(out / "metrics" / "sub-01" / "p.npy"), p, rtol=1e-6)
 
 
 def test_leave_one_run_out_needs_two_runs(tmp_path, capsys):

@@ -102,8 +102,16 @@ class EvaluateConfig(_Section):
     ceiling: Literal["auto", "subjects", "repeats", "none"] = Field(
         "auto", description="noise ceiling from repeats or across subjects"
     )
-    n_permutations: int = Field(1000, ge=0, le=100000, description="block permutations (0: skip)")
-    block_s: float = Field(12.0, gt=0, description="permutation block length (s); longer than the noise autocorrelation, short enough for many distinct permutations")
+    null: Literal["phase", "block"] = Field(
+        "phase", description="which null the significance test uses: phase-randomised "
+        "surrogates of the prediction (keeps its spectrum) or shuffled blocks of block_s",
+    )
+    n_permutations: int = Field(
+        1000, ge=0, le=100000,
+        description="surrogates (null: phase) or block permutations (null: block) of the "
+        "prediction (0: no significance test)",
+    )
+    block_s: float = Field(12.0, gt=0, description="permutation block length (s) for null: block; longer than the noise autocorrelation, short enough for many distinct permutations")
     fdr: float = Field(0.05, gt=0, lt=1, description="false discovery rate")
     variance_partitioning: bool = Field(
         True, description="refit on subsets of bands for unique/shared variance"

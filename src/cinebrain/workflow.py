@@ -39,7 +39,7 @@ import numpy as np
 
 from cinebrain import __version__
 from cinebrain._files import atomic_path, save_npy, write_json, write_text
-from cinebrain.config import RunConfig, save_config
+from cinebrain.config import EvaluateConfig, RunConfig, save_config
 from cinebrain.data.dataset import (
     RunTiming,
     align_features,
@@ -520,10 +520,34 @@ def _roi_table(config: RunConfig, study, mask_img) -> tuple[np.ndarray, dict[int
     return labels, names
 
 
+def _p_values(Y: np.ndarray, P: np.ndarray, run_lengths: list[int], ev: EvaluateConfig,
+              tr: float) -> np.ndarray:
+    """One-sided p-value of r per target (n_targets,) under the null ``ev.null``."""
+    from cinebrain.evaluate import block_permutation_test, phase_randomization_test
+
+    if ev.null == "phase":
+        return phase_randomization_test(Y, P, n_surrogates=ev.n_permutations, seed=0,
+                                        run_lengths=run_lengths)[1]
+    # Blocks of block_s, but at least two of them per run.
+    block_size = max(1, min(gap_trs(tr, ev.block_s), min(run_lengths) // 2))
+    return block_permutation_test(Y, P, n_permutations=ev.n_permutations, block_size=block_size,
+                                  seed=0, run_lengths=run_lengths)[1]
+
+
+def _significance_test(ev: EvaluateConfig) -> str | None:
+    """The significance test in words, for summary.json (None: no test)."""
+    if not ev.n_permutations:
+        return None
+    if ev.null == "phase":
+        null = f"phase-randomised predictions ({ev.n_permutations} surrogates)"
+    else:
+        null = f"block permutation ({ev.block_s:g} s blocks, {ev.n_permutations} permutations)"
+    return f"one-sided r > 0 against {null}; Benjamini-Hochberg FDR {ev.fdr:g}"
+
+
 def evaluate(config: RunConfig, log: Log = _print) -> dict:
     """Score held-out predictions per voxel; ceilings, significance, partitioning, ROIs."""
     from cinebrain.evaluate import (
-        block_permutation_test,
         fdr_bh,
         noise_ceiling_repeats,
         noise_ceiling_subjects,
@@ -540,7 +564,6 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
     if not subjects:
         raise InputError(out, "no predictions to evaluate", "run `cinebrain fit` first")
     ev = config.evaluate
-    block = gap_trs(study.tr, ev.block_s)
     true = {s: np.load(out / "predictions" / s / "test_true.npy", mmap_mode="r") for s in subjects}
 
     # Noise ceiling: repeats within a subject when present, else across subjects.
@@ -565,7 +588,8 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
         method = "none"
 
     rois = _roi_table(config, study, study_mask(config, study, log))
-    summary: dict = {"cinebrain": __version__, "ceiling_method": method, "subjects": {}}
+    summary: dict = {"cinebrain": __version__, "ceiling_method": method,
+                     "significance_test": _significance_test(ev), "subjects": {}}
     roi_rows = []
     for s in subjects:
         pdir, mdir = out / "predictions" / s, out / "metrics" / s
@@ -581,10 +605,7 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
         save_npy(mdir / "r2.npy", r2.astype(np.float32))
         save_npy(mdir / "alpha.npy", np.load(out / "models" / s / "alpha.npy"))
         if ev.n_permutations:
-            # Blocks as long as the HRF, but at least two of them per run.
-            block_size = max(1, min(block, min(run_lengths) // 2))
-            _, p = block_permutation_test(Y, P, n_permutations=ev.n_permutations, block_size=block_size,
-                                          seed=0, run_lengths=run_lengths)
+            p = _p_values(Y, P, run_lengths, ev, study.tr)
             reject, q = fdr_bh(p, q=ev.fdr)
             save_npy(mdir / "p.npy", p.astype(np.float32))
             save_npy(mdir / "q_fdr.npy", q.astype(np.float32))
@@ -629,7 +650,7 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
                     row["fraction_significant"] = float(reject[sel].mean())
                 roi_rows.append(row)
         log(f"  {s}: median r {np.median(r):.3f}, max r {np.max(r):.3f}, "
-            f"{int(reject.sum())} of {r.size} targets significant (FDR {ev.fdr:g})")
+            f"{int(reject.sum())} of {r.size} targets significant ({ev.null} null, FDR {ev.fdr:g})")
     if roi_rows:
         buf = _io.StringIO()
         keys = list(dict.fromkeys(k for row in roi_rows for k in row))

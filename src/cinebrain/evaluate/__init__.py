@@ -13,7 +13,13 @@ from cinebrain.evaluate.ceiling import (
     spearman_brown,
 )
 from cinebrain.evaluate.partition import variance_partitioning
-from cinebrain.evaluate.stats import block_permutation_test, block_permutations, fdr_bh
+from cinebrain.evaluate.stats import (
+    block_permutation_test,
+    block_permutations,
+    fdr_bh,
+    phase_randomization_test,
+    phase_surrogates,
+)
 from cinebrain.metrics import pearson_r, r2_score, split_r2, zscore
 
 __all__ = [
@@ -28,6 +34,8 @@ __all__ = [
     "normalised_score",
     "block_permutation_test",
     "block_permutations",
+    "phase_randomization_test",
+    "phase_surrogates",
     "fdr_bh",
     "variance_partitioning",
 ]
