@@ -72,6 +72,11 @@ class RidgeCV(_LinearPredictor):
     device : "cpu", or "cuda" with the torch backend.
     n_targets_batch : targets per chunk (None: automatic, ~64 MB of working memory).
     fit_intercept : centre X and Y on each training set; the intercept is unpenalised.
+    tie_break : "himalaya" (default) or "larger". Where CV losses of several alphas differ by
+        less than float32 rounding (targets with little signal, at the top of the grid), the
+        choice is a matter of rounding; "himalaya" re-scores those targets as himalaya does,
+        so the selected alphas equal himalaya's ``RidgeCV`` on the same folds (K-fold only;
+        costs one float32 SVD per fold). "larger" keeps the larger of exactly tied alphas.
 
     Attributes
     ----------
@@ -83,13 +88,15 @@ class RidgeCV(_LinearPredictor):
     """
 
     def __init__(self, alphas=DEFAULT_ALPHAS, cv=5, backend: str = "numpy", device: str = "cpu",
-                 n_targets_batch: int | None = None, fit_intercept: bool = True):
+                 n_targets_batch: int | None = None, fit_intercept: bool = True,
+                 tie_break: str = "himalaya"):
         self.alphas = alphas
         self.cv = cv
         self.backend = backend
         self.device = device
         self.n_targets_batch = n_targets_batch
         self.fit_intercept = fit_intercept
+        self.tie_break = tie_break
 
     def fit(self, X, Y) -> RidgeCV:
         """Select alphas by CV on ``(X, Y)`` and refit on all of it."""
@@ -99,7 +106,7 @@ class RidgeCV(_LinearPredictor):
         out = solve_ridge_cv(X, Y[:, None] if ravel else Y, alphas=self.alphas, cv=self.cv,
                              fit_intercept=self.fit_intercept,
                              n_targets_batch=self.n_targets_batch, backend=self.backend,
-                             device=self.device)
+                             device=self.device, tie_break=self.tie_break)
         self._store(out, X.shape[1], ravel)
         self.alpha_ = out["alphas"][0] if ravel else out["alphas"]
         self.cv_scores_ = out["cv_scores"]
