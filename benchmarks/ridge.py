@@ -7,7 +7,9 @@ float32 data, 15 alphas, 5 contiguous folds (the same splits are given to himala
 scikit-learn has no per-target K-fold mode, so it runs its efficient leave-one-out (GCV)
 ``RidgeCV(alphas, alpha_per_target=True)``. Prints timings, speed-up ratios, the fraction of
 voxels where cinebrain and himalaya pick the same alpha, the largest difference of held-out
-Pearson r between them, and cinebrain's peak memory over the size of Y. Never asserts.
+Pearson r between them, and cinebrain's peak memory over the size of Y. cinebrain runs with
+its defaults (``tie_break="himalaya"``: near-ties of the CV loss re-scored as himalaya scores
+them). Never asserts.
 """
 
 from __future__ import annotations
