@@ -12,6 +12,8 @@ How the CV is made fast (everything below is exact, no approximation):
   once, ``C = V diag(lam) V'``, and shared by every alpha and every target. For band weights
   ``gamma`` the scaled Gram is ``D C D`` with ``D = diag(sqrt(gamma))``, so banded ridge reuses
   the per-fold ``C`` and only re-diagonalises a ``(n_features, n_features)`` matrix.
+  (``RidgeCV`` with ``tie_break="himalaya"`` needs each fold's float32 SVD ``X_tr = U S V'``
+  anyway, and takes ``V`` and ``lam = S^2`` from it instead.)
 * The ridge solution is ``W_a = D V diag(1 / (lam + a)) V' D X_tr' Y_tr``. The cross-products
   ``X_tr' Y_tr`` come from ``X' Y`` (computed once) minus the rows left out of training, so
   each fold touches only its held-out rows of ``Y``.
@@ -233,6 +235,19 @@ class _Fold:
     X_out: object  # (n_out, p) float32 backend
     X_val: object  # (n_val, p) float32 backend, centred on the training mean
     loo_weights: object = None  # (n_alphas, n) float32 backend; only for cv="loo"
+    #: (eigenvalues float64, eigenvectors float32) of the training Gram from an SVD of the
+    #: training design, used instead of diagonalising ``gram`` (which is then None)
+    basis: tuple | None = None
+
+
+@dataclass
+class _FoldSVD:
+    """A fold's training design as himalaya centres it (float32), its SVD and validation rows."""
+
+    U: np.ndarray  # (n_train, k)
+    s: np.ndarray  # (k,)
+    Vt: np.ndarray  # (k, p)
+    X_val: np.ndarray  # (n_val, p)
 
 
 def _chunk_size(n_targets_batch, n_targets, n_rows, n_features, n_alpha_rows) -> int:
@@ -278,18 +293,24 @@ def _cross_products(data: _Data):
     return XtY, col_sums
 
 
-def _make_fold(data: _Data, train, val) -> _Fold:
+def _make_fold(data: _Data, train, val, svd: _FoldSVD | None = None) -> _Fold:
+    """A fold's design pieces; with ``svd``, its basis instead of a Gram matrix to diagonalise."""
     be, n = data.be, data.X.shape[0]
     out = np.setdiff1d(np.arange(n), train, assume_unique=True)
     Xtr = be.float64(be.take_rows(data.X, train))
     x_mean = Xtr.mean(0) if data.fit_intercept else be.zeros(Xtr.shape[1], dtype=np.float64)
-    if data.fit_intercept:
-        Xtr -= x_mean
-    gram = Xtr.T @ Xtr
+    gram = basis = None
+    if svd is None:
+        if data.fit_intercept:
+            Xtr -= x_mean
+        gram = Xtr.T @ Xtr
+    else:
+        basis = (be.asarray(svd.s.astype(np.float64) ** 2, dtype=np.float64),
+                 be.asarray(np.ascontiguousarray(svd.Vt.T)))
     del Xtr
     X_val = be.take_rows(data.X, val) - be.float32(x_mean)
     return _Fold(train, val, out, np.searchsorted(out, val), x_mean, gram,
-                 be.take_rows(data.X, out), X_val)
+                 be.take_rows(data.X, out), X_val, basis=basis)
 
 
 def _loo_fold(data: _Data, n_alphas: int) -> _Fold:
@@ -336,9 +357,12 @@ def _cv_losses(data: _Data, folds: list[_Fold], XtY, col_sums, alphas, scale=Non
     d64 = None if scale is None else be.asarray(scale, dtype=np.float64)
     d32 = None if scale is None else be.float32(d64)
     for fold in folds:
-        gram = fold.gram if d64 is None else fold.gram * (d64[:, None] * d64[None, :])
-        evals, evecs = be.eigh(gram)
-        del gram
+        if fold.basis is not None and d64 is None:
+            evals, evecs = fold.basis
+        else:
+            gram = fold.gram if d64 is None else fold.gram * (d64[:, None] * d64[None, :])
+            evals, evecs = be.eigh(gram)
+            del gram
         # Directions in the null space of this fold's training rows carry no signal
         # (their X'y is zero), so dropping them is exact and saves work when the fold
         # has fewer rows than features.
@@ -405,7 +429,25 @@ def _column_sums_f32(a: np.ndarray, sequential: bool) -> np.ndarray:
     return np.add.accumulate(a, axis=0)[-1] if sequential else a.sum(axis=0)
 
 
-def _himalaya_tie_break(X: np.ndarray, Y: np.ndarray, folds: Folds, alphas: np.ndarray,
+def _himalaya_svds(X: np.ndarray, folds: Folds, fit_intercept: bool) -> list[_FoldSVD]:
+    """Per fold, the float32 SVD of the training design centred as himalaya centres it.
+
+    Shared by the CV losses (its ``s**2`` and ``V`` diagonalise the fold's Gram matrix, so
+    no Gram matrix is formed or diagonalised) and by :func:`_himalaya_tie_break`.
+    """
+    Xc = X - X.mean(axis=0) if fit_intercept else X
+    out = []
+    for train, val in folds:
+        X_tr, X_val = Xc[train], Xc[val]
+        if fit_intercept:
+            x_mean = X_tr.mean(axis=0)
+            X_tr, X_val = X_tr - x_mean, X_val - x_mean
+        U, s, Vt = np.linalg.svd(X_tr, full_matrices=False)
+        out.append(_FoldSVD(U, s, Vt, X_val))
+    return out
+
+
+def _himalaya_tie_break(Y: np.ndarray, folds: Folds, svds: list[_FoldSVD], alphas: np.ndarray,
                         losses: np.ndarray, best: np.ndarray, fit_intercept: bool) -> np.ndarray:
     """Best alpha index per target, with near-ties decided as himalaya's ``RidgeCV`` decides them.
 
@@ -420,9 +462,9 @@ def _himalaya_tie_break(X: np.ndarray, Y: np.ndarray, folds: Folds, alphas: np.n
     first best alpha winning. That reproduces himalaya's choice bit for bit for C-ordered
     float32 data; every other target keeps the alpha of cinebrain's own losses.
 
-    Cost: one float32 SVD of the training design per fold, one ``(n_val, n_train)``
-    prediction matrix per fold and candidate alpha, and a product with the near-tied
-    targets' training rows.
+    Cost: one ``(n_val, n_train)`` prediction matrix per fold and candidate alpha, and its
+    product with the near-tied targets' training rows (the fold SVDs, ``svds`` from
+    :func:`_himalaya_svds`, also serve the CV losses).
     """
     n_targets = losses.shape[1]
     cols_all = np.arange(n_targets)
@@ -437,19 +479,15 @@ def _himalaya_tie_break(X: np.ndarray, Y: np.ndarray, folds: Folds, alphas: np.n
     alphas32 = alphas.astype(np.float32)[alpha_ids]
     sequential = Y.shape[1] > 1
     Yc = np.ascontiguousarray(Y[:, cols], dtype=np.float32)
-    Xc = X
     if fit_intercept:
-        Xc = X - X.mean(axis=0)
         Yc -= _column_sums_f32(Yc, sequential) / np.float32(Yc.shape[0])
     scores = np.zeros((len(folds), alpha_ids.size, cols.size), dtype=np.float32)
-    for f, (train, val) in enumerate(folds):
-        X_tr, X_val, Y_tr, Y_val = Xc[train], Xc[val], Yc[train], Yc[val]
+    for f, ((train, val), svd) in enumerate(zip(folds, svds, strict=True)):
+        Y_tr, Y_val = Yc[train], Yc[val]
         if fit_intercept:
-            x_mean = X_tr.mean(axis=0)
-            X_tr, X_val = X_tr - x_mean, X_val - x_mean
             y_mean = _column_sums_f32(Y_tr, sequential) / np.float32(train.size)
             Y_tr, Y_val = Y_tr - y_mean, Y_val - y_mean
-        U, s, Vt = np.linalg.svd(X_tr, full_matrices=False)
+        U, s, Vt, X_val = svd.U, svd.s, svd.Vt, svd.X_val
         for i, alpha in enumerate(alphas32):
             weighting = s / (alpha + s**2)
             hat = X_val @ (Vt.T @ (weighting[:, None] * U.T))  # (n_val, n_train)
@@ -590,14 +628,18 @@ def solve_ridge_cv(X, Y, alphas=DEFAULT_ALPHAS, cv=5, fit_intercept: bool = True
         fold_objs = [_loo_fold(data, alphas.size)]
         fold_objs[0].loo_weights = _loo_weights(data, fold_objs[0], alphas)
         full_gram = fold_objs[0].gram
+        svds = None
     else:
-        fold_objs = [_make_fold(data, tr, va) for tr, va in folds]
+        svds = _himalaya_svds(X, folds, fit_intercept) if tie_break == "himalaya" else None
+        fold_objs = [_make_fold(data, tr, va, None if svds is None else svd)
+                     for (tr, va), svd in zip(folds, svds or [None] * len(folds), strict=True)]
         full_gram = None
     losses = _cv_losses(data, fold_objs, XtY, col_sums, alphas)
     del fold_objs
     best, _ = _select(losses, alphas)
-    if tie_break == "himalaya" and folds != "loo":
-        best = _himalaya_tie_break(X, Y, folds, alphas, losses, best, fit_intercept)
+    if svds is not None:
+        best = _himalaya_tie_break(Y, folds, svds, alphas, losses, best, fit_intercept)
+        del svds
     best_alphas = alphas[best]
     coef = data.be.to_numpy(_refit(data, XtY, best_alphas, gram=full_gram))
     return dict(alphas=best_alphas, alpha_index=best, coef=coef,
