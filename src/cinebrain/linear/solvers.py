@@ -16,7 +16,9 @@ How the CV is made fast (everything below is exact, no approximation):
   anyway, and takes ``V`` and ``lam = S^2`` from it instead.)
 * The ridge solution is ``W_a = D V diag(1 / (lam + a)) V' D X_tr' Y_tr``. The cross-products
   ``X_tr' Y_tr`` come from ``X' Y`` (computed once) minus the rows left out of training, so
-  each fold touches only its held-out rows of ``Y``.
+  each fold touches only its held-out rows of ``Y``. When the validation blocks partition the
+  samples (plain K-fold), ``X' Y`` is itself the sum of the blocks' ``X_val' Y_val``, which the
+  CV computes anyway, so it costs no pass of its own.
 * Validation predictions for all alphas are one matrix product per chunk of targets:
   ``[A / (lam + a_1); ...; A / (lam + a_m)] @ Z`` with ``A = X_val D V`` and ``Z = V' D X_tr' Y_tr``.
 * Targets are processed in chunks (``n_targets_batch``) so the working set stays small;
@@ -321,20 +323,48 @@ def _loo_fold(data: _Data, n_alphas: int) -> _Fold:
                  be.take_rows(data.X, np.arange(0)), data.X)
 
 
-def _train_cross_products(data: _Data, fold: _Fold, XtY, col_sums, cols):
-    """Centred ``X_tr' Y_tr`` ``(p, c)`` and centred validation targets ``(n_val, c)``."""
+def _partitions(folds: Folds, n_samples: int) -> bool:
+    """Whether the validation sets partition the samples and each fold trains on all the rest."""
+    rows = np.concatenate([val for _, val in folds])
+    return (rows.size == n_samples and np.array_equal(np.sort(rows), np.arange(n_samples))
+            and all(train.size + val.size == n_samples for train, val in folds))
+
+
+def _out_cross_products(data: _Data, folds: list[_Fold], XtY, col_sums, cols) -> list[tuple]:
+    """Per fold, centred ``Y_out`` ``(n_out, c)`` and ``X_out' Y_out`` ``(p, c)``, for folds whose
+    held-out rows partition the samples (see :func:`_partitions`): ``X' Y`` and the column
+    sums of centred ``Y`` for this chunk are then the sums of the folds' parts, written into
+    ``XtY`` and ``col_sums`` instead of being computed in a pass of their own."""
+    be = data.be
+    parts = []
+    for fold in folds:
+        Y_out = data.y_chunk(fold.out, cols)
+        parts.append((Y_out, fold.X_out.T @ Y_out))
+    total = parts[0][1] + parts[1][1]
+    for _, product in parts[2:]:
+        total += product
+    XtY[:, cols] = total
+    col_sums[cols] = sum(be.to_numpy(be.sum_rows(Y_out)) for Y_out, _ in parts)
+    return parts
+
+
+def _train_cross_products(data: _Data, fold: _Fold, XtY, col_sums, cols, part=None):
+    """Centred ``X_tr' Y_tr`` ``(p, c)`` and centred validation targets ``(n_val, c)``.
+
+    ``part``: this fold's ``(Y_out, X_out' Y_out)`` when already computed.
+    """
     be = data.be
     n_tr = fold.train.size
     if fold.out.size == 0:  # leave-one-out: train on everything
         return XtY[:, cols], data.y_chunk(fold.val, cols)
-    Y_out = data.y_chunk(fold.out, cols)
+    Y_out = data.y_chunk(fold.out, cols) if part is None else part[0]
     if n_tr <= fold.out.size:  # few training rows: compute directly
         Y_tr = data.y_chunk(fold.train, cols)
         XtY_tr = be.take_rows(data.X, fold.train).T @ Y_tr
         sum_tr = be.sum_rows(Y_tr)
         del Y_tr
     else:
-        XtY_tr = XtY[:, cols] - fold.X_out.T @ Y_out
+        XtY_tr = XtY[:, cols] - (fold.X_out.T @ Y_out if part is None else part[1])
         sum_tr = be.asarray(col_sums[cols], dtype=np.float64) - be.sum_rows(Y_out)
     Y_val = be.take_rows(Y_out, fold.val_in_out)
     if data.fit_intercept:
@@ -345,10 +375,13 @@ def _train_cross_products(data: _Data, fold: _Fold, XtY, col_sums, cols):
     return XtY_tr, Y_val
 
 
-def _cv_losses(data: _Data, folds: list[_Fold], XtY, col_sums, alphas, scale=None) -> np.ndarray:
+def _cv_losses(data: _Data, folds: list[_Fold], XtY, col_sums, alphas, scale=None,
+               fill_cross_products: bool = False) -> np.ndarray:
     """Validation MSE ``(n_alphas, n_targets)`` averaged over folds, for band scaling ``scale``.
 
     ``scale`` is the ``(p,)`` float64 vector ``sqrt(gamma)`` per feature (None: ones).
+    ``fill_cross_products``: the folds' held-out rows partition the samples, and ``XtY`` and
+    ``col_sums`` are empty buffers, filled chunk by chunk from the folds' parts.
     """
     be = data.be
     n_alphas, n_targets = alphas.size, data.Y.shape[1]
@@ -356,6 +389,7 @@ def _cv_losses(data: _Data, folds: list[_Fold], XtY, col_sums, alphas, scale=Non
     losses = np.zeros((n_alphas, n_targets))
     d64 = None if scale is None else be.asarray(scale, dtype=np.float64)
     d32 = None if scale is None else be.float32(d64)
+    bases = []
     for fold in folds:
         if fold.basis is not None and d64 is None:
             evals, evecs = fold.basis
@@ -375,9 +409,14 @@ def _cv_losses(data: _Data, folds: list[_Fold], XtY, col_sums, alphas, scale=Non
         inv = be.float32(1.0 / (evals[None, :] + alphas_be[:, None]))
         As = A[None, :, :] * inv[:, None, :]
         n_val, k = A.shape
-        As = As.reshape(n_alphas * n_val, k)
-        for cols in _chunks(n_targets, data.batch):
-            XtY_tr, Y_val = _train_cross_products(data, fold, XtY, col_sums, cols)
+        bases.append((V, As.reshape(n_alphas * n_val, k)))
+        del A, As, inv
+    for cols in _chunks(n_targets, data.batch):
+        parts = (_out_cross_products(data, folds, XtY, col_sums, cols) if fill_cross_products
+                 else [None] * len(folds))
+        for fold, (V, As), part in zip(folds, bases, parts, strict=True):
+            n_val = fold.val.size
+            XtY_tr, Y_val = _train_cross_products(data, fold, XtY, col_sums, cols, part)
             if d32 is not None:
                 XtY_tr = XtY_tr * d32[:, None]
             Z = V.T @ XtY_tr  # (k, c)
@@ -396,6 +435,7 @@ def _cv_losses(data: _Data, folds: list[_Fold], XtY, col_sums, alphas, scale=Non
                 loss = be.sum_squares_axis1(P) / n_val
             losses[:, cols] += be.to_numpy(loss)
             del P, Z, Y_val
+        del parts
     losses /= len(folds)
     return losses
 
@@ -623,7 +663,13 @@ def solve_ridge_cv(X, Y, alphas=DEFAULT_ALPHAS, cv=5, fit_intercept: bool = True
         raise ValueError(f"tie_break must be 'himalaya' or 'larger', got {tie_break!r}")
     n_val = X.shape[0] if folds == "loo" else max(v.size for _, v in folds)
     data = _prepare(X, Y, fit_intercept, backend, device, n_targets_batch, alphas.size * n_val)
-    XtY, col_sums = _cross_products(data)
+    # When the validation blocks partition the samples, X'Y is the sum of the blocks' parts,
+    # which the CV computes anyway: it fills X'Y as it goes instead of a pass of its own.
+    fill = folds != "loo" and _partitions(folds, X.shape[0])
+    if fill:
+        XtY, col_sums = data.be.empty((X.shape[1], Y.shape[1])), np.zeros(Y.shape[1])
+    else:
+        XtY, col_sums = _cross_products(data)
     if folds == "loo":
         fold_objs = [_loo_fold(data, alphas.size)]
         fold_objs[0].loo_weights = _loo_weights(data, fold_objs[0], alphas)
@@ -634,7 +680,7 @@ def solve_ridge_cv(X, Y, alphas=DEFAULT_ALPHAS, cv=5, fit_intercept: bool = True
         fold_objs = [_make_fold(data, tr, va, None if svds is None else svd)
                      for (tr, va), svd in zip(folds, svds or [None] * len(folds), strict=True)]
         full_gram = None
-    losses = _cv_losses(data, fold_objs, XtY, col_sums, alphas)
+    losses = _cv_losses(data, fold_objs, XtY, col_sums, alphas, fill_cross_products=fill)
     del fold_objs
     best, _ = _select(losses, alphas)
     if svds is not None:
