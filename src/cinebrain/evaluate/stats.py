@@ -150,7 +150,7 @@ def block_permutation_test(
     bounded for any number of targets.
     """
     y_true, y_pred = _check_pair(y_true, y_pred)
-    n_trs, n_targets = y_true.shape
+    n_trs = y_true.shape[0]
     blocks = _blocks(n_trs, block_size, run_lengths)
     orders = _block_orders(blocks, n_permutations, seed)
     starts = np.array([b for b, _ in blocks])
@@ -162,31 +162,44 @@ def block_permutation_test(
         local = np.searchsorted(ids, orders[:, ids])  # (n_perm, n_g) positions in group
         groups.append((rows, local))
     biggest = max(len(rows) for rows, _ in groups)
-    chunk = int(np.clip(_BATCH_ELEMENTS // (biggest * biggest), 1, _TARGET_CHUNK))
+
+    def nulls(zt, zp):
+        n_v = zt.shape[1]
+        null = np.zeros((n_permutations, n_v))
+        for rows, local in groups:
+            n_g = len(rows)
+            d = np.einsum("ilv,jlv->ijv", zt[rows], zp[rows])  # (n_g, n_g, V)
+            slot = np.arange(n_g)[None, :]
+            n_batch = max(1, _BATCH_ELEMENTS // (n_g * n_v))
+            for k in range(0, n_permutations, n_batch):
+                null[k : k + n_batch] += d[slot, local[k : k + n_batch]].sum(axis=1)
+        yield null / n_trs
+
+    return _test_against_null(y_true, y_pred, n_permutations,
+                              _BATCH_ELEMENTS // (biggest * biggest), nulls)
+
+
+def _test_against_null(y_true, y_pred, n_null: int, chunk: int, nulls) -> tuple[np.ndarray, np.ndarray]:
+    """Observed r and one-sided p per target, chunk by chunk of targets.
+
+    ``nulls(zt, zp)`` yields batches ``(n_batch, n_chunk)`` of null r for z-scored responses
+    and predictions of a chunk of targets, ``n_null`` in all. ``p = (1 + #{null r >= r}) /
+    (1 + n_null)``; nulls within rounding of r count as >= r (an identity permutation, or a
+    constant target whose r and null are all 0, gives p = 1).
+    """
+    n_trs, n_targets = y_true.shape
+    chunk = int(np.clip(chunk, 1, _TARGET_CHUNK))
     r = np.empty(n_targets, dtype=np.float64)
     count = np.zeros(n_targets, dtype=np.int64)
     for start in range(0, n_targets, chunk):
         sl = slice(start, min(start + chunk, n_targets))
         zt = zscore(y_true[:, sl])
         zp = zscore(y_pred[:, sl])
-        n_v = zt.shape[1]
-        r_obs = np.zeros(n_v)
-        null = np.zeros((n_permutations, n_v))
-        for rows, local in groups:
-            n_g = len(rows)
-            d = np.einsum("ilv,jlv->ijv", zt[rows], zp[rows])  # (n_g, n_g, V)
-            r_obs += np.einsum("iiv->v", d)
-            slot = np.arange(n_g)[None, :]
-            n_batch = max(1, _BATCH_ELEMENTS // (n_g * n_v))
-            for k in range(0, n_permutations, n_batch):
-                null[k : k + n_batch] += d[slot, local[k : k + n_batch]].sum(axis=1)
-        r_obs /= n_trs
-        null /= n_trs
+        r_obs = np.einsum("tv,tv->v", zt, zp) / n_trs
+        for null in nulls(zt, zp):
+            count[sl] += (null >= r_obs - 1e-12).sum(axis=0)
         r[sl] = r_obs
-        # The tolerance absorbs last-bit differences of summing in another order (an
-        # identity permutation must count as >= r).
-        count[sl] = (null >= r_obs - 1e-12).sum(axis=0)
-    p = (1.0 + count) / (1.0 + n_permutations)
+    p = (1.0 + count) / (1.0 + n_null)
     return np.clip(r, -1.0, 1.0), p
 
 
@@ -378,25 +391,16 @@ def phase_randomization_test(
     58, 77-94; it is a common null for the significance of encoding-model predictions.
     """
     y_true, y_pred = _check_pair(y_true, y_pred)
-    n_trs, n_targets = y_true.shape
+    n_trs = y_true.shape[0]
     lengths = _run_lengths(n_trs, run_lengths)
     _check_surrogates(lengths, n_surrogates)
     n_bins = sum(n // 2 + 1 for n in lengths)
     chunk = int(np.clip(_BATCH_ELEMENTS // n_trs, 1, _TARGET_CHUNK))
     batch = max(1, _BATCH_ELEMENTS // (2 * n_bins + chunk))
-    r = np.empty(n_targets, dtype=np.float64)
-    count = np.zeros(n_targets, dtype=np.int64)
-    for start in range(0, n_targets, chunk):
-        sl = slice(start, min(start + chunk, n_targets))
-        zt = zscore(y_true[:, sl])
-        zp = zscore(y_pred[:, sl])
-        r_obs = np.einsum("tv,tv->v", zt, zp) / n_trs
-        for null in _phase_nulls(zt, zp, lengths, n_surrogates, seed, batch):
-            # Ties within rounding count as >= r (a constant target: r and null are 0, p 1).
-            count[sl] += (null >= r_obs - 1e-12).sum(axis=0)
-        r[sl] = r_obs
-    p = (1.0 + count) / (1.0 + n_surrogates)
-    return np.clip(r, -1.0, 1.0), p
+    return _test_against_null(
+        y_true, y_pred, n_surrogates, chunk,
+        lambda zt, zp: _phase_nulls(zt, zp, lengths, n_surrogates, seed, batch),
+    )
 
 
 def fdr_bh(p: np.ndarray, q: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
