@@ -34,6 +34,14 @@ def _edit(study: Path, fn) -> None:
     study.write_text(yaml.safe_dump(data))
 
 
+def _features(study: Path, out: Path, capsys) -> None:
+    """Features of every modality, as `fit` needs them; must succeed."""
+    assert main(["features", "--study", str(study), "--out", str(out), "--no-progress",
+                 "--features-video", "--features-audio", "--features-transcript",
+                 "--no-features-annotation-columns"]) == 0
+    capsys.readouterr()
+
+
 def test_truncated_video(study_copy, tmp_path, capsys):
     movie = study_copy.parent / "stimulus" / "movie.mp4"
     movie.write_bytes(movie.read_bytes()[: movie.stat().st_size // 2])
@@ -52,10 +60,7 @@ def test_nan_voxel(study_copy, tmp_path, capsys):
     data[i, j, k, :] = np.nan
     nib.save(nib.Nifti1Image(data, img.affine, img.header), path)
     out = tmp_path / "run"
-    assert main(["features", "--study", str(study_copy), "--out", str(out), "--no-progress",
-                 "--features-video", "--features-audio", "--features-transcript",
-                 "--no-features-annotation-columns"]) == 0
-    capsys.readouterr()
+    _features(study_copy, out, capsys)
     err = _run(capsys, ["fit", "--study", str(study_copy), "--out", str(out), "--no-progress"])
     assert "sub-01_run-1_bold.nii.gz" in err and "NaN" in err
     assert not (out / "models").exists()
@@ -66,9 +71,7 @@ def test_3d_nifti(study_copy, tmp_path, capsys):
     img = nib.load(path)
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[..., 0], img.affine), path)
     out = tmp_path / "run"
-    main(["features", "--study", str(study_copy), "--out", str(out), "--no-progress",
-          "--features-video", "--features-audio", "--features-transcript"])
-    capsys.readouterr()
+    _features(study_copy, out, capsys)
     err = _run(capsys, ["fit", "--study", str(study_copy), "--out", str(out)])
     assert "4D" in err
 
@@ -76,9 +79,7 @@ def test_3d_nifti(study_copy, tmp_path, capsys):
 def test_lengths_disagree(study_copy, tmp_path, capsys):
     _edit(study_copy, lambda d: d["subjects"]["sub-01"]["runs"][0].update(segment=[0.0, 200.0]))
     out = tmp_path / "run"
-    main(["features", "--study", str(study_copy), "--out", str(out), "--no-progress",
-          "--features-video", "--features-audio", "--features-transcript"])
-    capsys.readouterr()
+    _features(study_copy, out, capsys)
     err = _run(capsys, ["fit", "--study", str(study_copy), "--out", str(out)])
     assert "truncate" in err
 

@@ -423,10 +423,9 @@ def _cv_losses(data: _Data, folds: list[_Fold], XtY, col_sums, alphas, scale=Non
             del XtY_tr
             P = (As @ Z).reshape(n_alphas, n_val, -1)  # (n_alphas, n_val, c) predictions
             if fold.loo_weights is None:
-                # Squared residuals summed in float32, row after row, as himalaya does:
-                # where two alphas' losses differ by less than float32 resolution the CV
-                # cannot tell them apart, and both libraries resolve the tie the same way
-                # (the larger alpha, see ``_select``).
+                # Squared residuals summed in float32, row after row, as himalaya does, so
+                # both libraries' losses round alike; the near-ties that rounding still
+                # decides are settled by ``_himalaya_tie_break``.
                 P -= Y_val[None]
                 loss = be.sum_squares_axis1_f32(P) / n_val
             else:  # leave-one-out: residuals rescaled per sample and alpha
