@@ -196,6 +196,31 @@ def test_cross_products_summed_from_partitioning_folds_give_the_full_refit(backe
         np.testing.assert_allclose(out["intercept"], intercept, rtol=1e-4, atol=1e-3)
 
 
+def _float64_cv_losses(X, Y, alphas, folds):
+    """Validation MSE per alpha and target, averaged over folds, in float64 by plain solves."""
+    X, Y = X.astype(np.float64), Y.astype(np.float64)
+    losses = np.zeros((alphas.size, Y.shape[1]))
+    for train, val in folds:
+        x_mean, y_mean = X[train].mean(0), Y[train].mean(0)
+        Xtr, Xval = X[train] - x_mean, X[val] - x_mean
+        for i, alpha in enumerate(alphas):
+            W = np.linalg.solve(Xtr.T @ Xtr + alpha * np.eye(X.shape[1]), Xtr.T @ (Y[train] - y_mean))
+            losses[i] += ((Xval @ W - (Y[val] - y_mean)) ** 2).mean(0)
+    return losses / len(folds)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("p", [50, 200, 300])
+def test_cv_losses_equal_float64_solves(backend, p):
+    # 3 folds of 200 validation rows: fewer features than validation rows (50), as many
+    # (200) and more (300), so the rotated losses cover every shape of the QR factor, with
+    # several triangular blocks
+    X, Y = _data(n=600, p=p, t=30, seed=3)
+    folds = contiguous_splits(X.shape[0], 3)
+    out = solve_ridge_cv(X, Y, ALPHAS, cv=3, backend=backend, n_targets_batch=13)
+    np.testing.assert_allclose(-out["cv_scores"], _float64_cv_losses(X, Y, ALPHAS, folds), rtol=2e-5)
+
+
 def test_chunked_equals_unchunked_and_torch_equals_numpy():
     X, Y = _data(t=50)
     base = solve_ridge_cv(X, Y, ALPHAS, cv=4)
