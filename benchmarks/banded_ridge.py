@@ -2,12 +2,16 @@
 
     python benchmarks/banded_ridge.py             # 3 spaces 512/256/384, 20,000 voxels
     python benchmarks/banded_ridge.py --small     # quick sanity run
+    python benchmarks/banded_ridge.py --backend torch --device cuda   # on a GPU
 
 Both search the same number of band-weight candidates (``--n-iter``) with the same alphas
 on the same 5 contiguous folds (numpy backends, float32). himalaya samples its candidates
 from a Dirichlet distribution; cinebrain tries equal weights, each space alone, then
 Dirichlet samples. Prints the time of each, the speed-up, and the mean cross-validation
 score (negative MSE, the criterion both maximise) and mean held-out Pearson r. Never asserts.
+
+With ``--device cuda`` (torch backend) himalaya runs on its ``torch_cuda`` backend, and both
+are warmed up on a small problem first, so CUDA start-up is not timed.
 """
 
 from __future__ import annotations
@@ -57,10 +61,14 @@ def synthetic(n_train, n_test, sizes, n_voxels, seed=0):
     return X[:n_train], Y[:n_train], X[n_train:], Y[n_train:]
 
 
-def timed(label, fn):
+def timed(label, fn, sync=None):
     gc.collect()
+    if sync is not None:
+        sync()
     t0 = time.perf_counter()
     out = fn()
+    if sync is not None:
+        sync()
     dt = time.perf_counter() - t0
     print(f"{label:<44s} {dt:8.2f} s", flush=True)
     return out, dt
@@ -73,7 +81,13 @@ def main():
     parser.add_argument("--voxels", type=int, default=20_000)
     parser.add_argument("--n-iter", type=int, default=6, help="band-weight candidates (both)")
     parser.add_argument("--n-alphas", type=int, default=15, help="alphas in logspace(-1, 7)")
+    parser.add_argument("--backend", default="numpy", choices=["numpy", "torch"])
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (default), or cuda / cuda:N with --backend torch")
     args = parser.parse_args()
+    cuda = args.device != "cpu"
+    if cuda and args.backend != "torch":
+        parser.error(f"--device {args.device} needs --backend torch")
     sizes = [512, 256, 384]
     if args.small:
         args.samples, args.voxels, sizes = 600, 2000, [64, 32, 48]
@@ -82,26 +96,53 @@ def main():
     X, Y, X_test, Y_test = synthetic(n, n // 5, sizes, args.voxels)
     folds = contiguous_splits(n, 5)
     print(f"X {X.shape} (spaces {sizes}), Y {Y.shape} float32, {alphas.size} alphas, "
-          f"{args.n_iter} band-weight candidates, 5 contiguous folds")
+          f"{args.n_iter} band-weight candidates, 5 contiguous folds"
+          + (f", backend={args.backend}, device={args.device}"
+             if cuda or args.backend != "numpy" else ""))
 
-    model, t_cb = timed("cinebrain BandedRidgeCV", lambda: BandedRidgeCV(
-        groups=sizes, alphas=alphas, n_iter=args.n_iter, cv=5, random_state=0).fit(X, Y))
+    def cinebrain_fit(x, y):
+        return BandedRidgeCV(groups=sizes, alphas=alphas, n_iter=args.n_iter, cv=5,
+                             random_state=0, backend=args.backend,
+                             device=args.device).fit(x, y)
 
     from himalaya.backend import set_backend
     from himalaya.ridge import BandedRidgeCV as HimalayaBandedRidgeCV
 
-    set_backend("numpy")
+    him_backend = set_backend("torch_cuda" if cuda else "numpy", on_error="raise")
     groups = np.repeat(np.arange(len(sizes)), sizes)
+
+    def himalaya_fit(x, y):
+        return HimalayaBandedRidgeCV(
+            groups=groups, cv=folds if x is X else 5, fit_intercept=True, random_state=0,
+            solver_params=dict(n_iter=args.n_iter, alphas=alphas, progress_bar=False),
+        ).fit(x, y)
+
+    sync = None
+    if cuda:
+        import torch
+
+        device = torch.device(args.device)
+        print(f"GPU: {torch.cuda.get_device_name(device)}; torch {torch.__version__}")
+
+        def sync():
+            torch.cuda.synchronize(device)
+
+        cinebrain_fit(X[:300], Y[:300, :200])  # CUDA context, cuBLAS / cuSOLVER handles
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            himalaya_fit(X[:300], Y[:300, :200])
+    model, t_cb = timed("cinebrain BandedRidgeCV", lambda: cinebrain_fit(X, Y), sync)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        him, t_him = timed("himalaya BandedRidgeCV (random search)", lambda: HimalayaBandedRidgeCV(
-            groups=groups, cv=folds, fit_intercept=True, random_state=0,
-            solver_params=dict(n_iter=args.n_iter, alphas=alphas, progress_bar=False),
-        ).fit(X, Y))
+        label = "random search" + (f", {him_backend.name}" if cuda else "")
+        him, t_him = timed(f"himalaya BandedRidgeCV ({label})",
+                           lambda: himalaya_fit(X, Y), sync)
 
-    cv_cb, cv_him = model.cv_scores_.max(0), np.asarray(him.cv_scores_).max(0)
+    cv_cb = model.cv_scores_.max(0)
+    cv_him = np.asarray(him_backend.to_numpy(him.cv_scores_)).max(0)
     r_cb = model.score(X_test, Y_test)
-    r_him = correlation_per_target(Y_test, X_test @ him.coef_)  # r ignores the intercept
+    # r ignores the intercept
+    r_him = correlation_per_target(Y_test, X_test @ him_backend.to_numpy(him.coef_))
     print()
     print(f"speed-up vs himalaya              : {t_him / t_cb:6.2f}x")
     print(f"mean CV score (-MSE, higher=better): cinebrain {cv_cb.mean():.5f}, "

@@ -2,14 +2,21 @@
 
     python benchmarks/ridge.py            # 3000 TRs x 1000 features x 50,000 voxels
     python benchmarks/ridge.py --small    # quick sanity run
+    python benchmarks/ridge.py --backend torch --device cuda --skip-sklearn   # on a GPU
 
 float32 data, 15 alphas, 5 contiguous folds (the same splits are given to himalaya).
 scikit-learn has no per-target K-fold mode, so it runs its efficient leave-one-out (GCV)
 ``RidgeCV(alphas, alpha_per_target=True)``. Prints timings, speed-up ratios, the fraction of
 voxels where cinebrain and himalaya pick the same alpha, the largest difference of held-out
 Pearson r between them, and cinebrain's peak memory over the size of Y. cinebrain runs with
-its defaults (``tie_break="himalaya"``: near-ties of the CV loss re-scored as himalaya scores
-them). Never asserts.
+its defaults (``tie_break="auto"``: on the CPU, near-ties of the CV loss re-scored as
+himalaya scores them). Never asserts.
+
+With ``--device cuda`` (torch backend) the reference is himalaya's ``torch_cuda`` backend on
+the same folds, both warmed up first on a small problem (CUDA start-up is not timed), and
+the memory line reports the GPU's peak allocation during the timed fit instead of tracing
+host allocations in a second fit. On a GPU, cinebrain's default skips the near-tie
+re-scoring (it runs on the host, numpy SVDs of the folds); ``--tie-break himalaya`` forces it.
 """
 
 from __future__ import annotations
@@ -62,10 +69,14 @@ def exact_best_alphas(X, Y, alphas, folds):
     return alphas[np.argmin(losses, axis=0)]
 
 
-def timed(label, fn):
+def timed(label, fn, sync=None):
     gc.collect()
+    if sync is not None:
+        sync()
     t0 = time.perf_counter()
     out = fn()
+    if sync is not None:
+        sync()
     dt = time.perf_counter() - t0
     print(f"{label:<38s} {dt:8.2f} s", flush=True)
     return out, dt
@@ -78,50 +89,89 @@ def main():
     parser.add_argument("--features", type=int, default=1000)
     parser.add_argument("--voxels", type=int, default=50_000)
     parser.add_argument("--backend", default="numpy", choices=["numpy", "torch"])
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (default), or cuda / cuda:N with --backend torch")
+    parser.add_argument("--tie-break", default="auto", choices=["auto", "himalaya", "larger"],
+                        help="cinebrain's tie_break (default auto, cinebrain's default)")
     parser.add_argument("--skip-sklearn", action="store_true")
     parser.add_argument("--skip-himalaya", action="store_true")
     args = parser.parse_args()
     if args.small:
         args.samples, args.features, args.voxels = 600, 200, 2000
+    cuda = args.device != "cpu"
+    if cuda and args.backend != "torch":
+        parser.error(f"--device {args.device} needs --backend torch")
     n, p, t = args.samples, args.features, args.voxels
     alphas = np.logspace(-1, 7, 15).astype(np.float32)
     X, Y, X_test, Y_test = synthetic(n, n // 5, p, t)
     folds = contiguous_splits(n, 5)
     print(f"X {X.shape} float32, Y {Y.shape} float32 ({Y.nbytes / 2**20:.0f} MB), "
-          f"{alphas.size} alphas, 5 contiguous folds, backend={args.backend}")
+          f"{alphas.size} alphas, 5 contiguous folds, backend={args.backend}"
+          + (f", device={args.device}, tie_break={args.tie_break}"
+             if cuda or args.tie_break != "auto" else ""))
 
-    model, t_cb = timed("cinebrain RidgeCV", lambda: RidgeCV(
-        alphas=alphas, cv=5, backend=args.backend).fit(X, Y))
+    def cinebrain_fit(x, y):
+        return RidgeCV(alphas=alphas, cv=5, backend=args.backend, device=args.device,
+                       tie_break=args.tie_break).fit(x, y)
+
+    sync = None
+    if cuda:
+        import torch
+
+        device = torch.device(args.device)
+        print(f"GPU: {torch.cuda.get_device_name(device)}; torch {torch.__version__}; "
+              f"TF32 matmul {torch.backends.cuda.matmul.allow_tf32}")
+        cinebrain_fit(X[:300, :50], Y[:300, :200])  # CUDA context, cuBLAS / cuSOLVER handles
+
+        def sync():
+            torch.cuda.synchronize(device)
+
+        sync()
+        torch.cuda.reset_peak_memory_stats(device)
+        gpu0 = torch.cuda.memory_allocated(device)
+    model, t_cb = timed("cinebrain RidgeCV", lambda: cinebrain_fit(X, Y), sync)
     r_cb = model.score(X_test, Y_test)
-    # Memory in a second, untimed fit: tracing every allocation slows the fit down a little,
-    # and the references below are timed untraced.
-    gc.collect()
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    tracemalloc.start()
-    RidgeCV(alphas=alphas, cv=5, backend=args.backend).fit(X, Y)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if cuda:
+        gpu_peak = torch.cuda.max_memory_allocated(device) - gpu0
+    else:
+        # Memory in a second, untimed fit: tracing every allocation slows the fit down a
+        # little, and the references below are timed untraced.
+        gc.collect()
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        tracemalloc.start()
+        cinebrain_fit(X, Y)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     results = {}
 
     if not args.skip_himalaya:
         from himalaya.backend import set_backend
         from himalaya.ridge import RidgeCV as HimalayaRidgeCV
 
-        set_backend("numpy")
-        him, t_him = timed("himalaya RidgeCV (numpy, same folds)", lambda: HimalayaRidgeCV(
-            alphas=alphas, cv=folds, fit_intercept=True).fit(X, Y))
-        same = np.isclose(model.alpha_, him.best_alphas_, rtol=1e-4)
+        him_backend = set_backend("torch_cuda" if cuda else "numpy", on_error="raise")
+
+        def himalaya_fit(x, y):
+            return HimalayaRidgeCV(alphas=alphas, cv=folds if x is X else 5,
+                                   fit_intercept=True).fit(x, y)
+
+        if cuda:
+            himalaya_fit(X[:300, :50], Y[:300, :200])
+        him, t_him = timed(f"himalaya RidgeCV ({him_backend.name}, same folds)",
+                           lambda: himalaya_fit(X, Y), sync)
+        him_alphas = him_backend.to_numpy(him.best_alphas_)
+        him_coef = him_backend.to_numpy(him.coef_)
+        same = np.isclose(model.alpha_, him_alphas, rtol=1e-4)
         # disagreements that are float32 near-ties of the CV score (< 1e-6 relative)
         cols = np.flatnonzero(~same)
         idx_cb = np.searchsorted(alphas, model.alpha_[cols] * (1 - 1e-4))
-        idx_him = np.searchsorted(alphas, him.best_alphas_[cols] * (1 - 1e-4))
+        idx_him = np.searchsorted(alphas, him_alphas[cols] * (1 - 1e-4))
         s_cb, s_him = model.cv_scores_[idx_cb, cols], model.cv_scores_[idx_him, cols]
         ties = np.abs(s_cb - s_him) <= 1e-6 * np.abs(s_him)
-        r_him = correlation_per_target(Y_test, X_test @ him.coef_)  # r ignores the intercept
+        r_him = correlation_per_target(Y_test, X_test @ him_coef)  # r ignores the intercept
         exact = exact_best_alphas(X, Y[:, cols], alphas.astype(np.float64), folds)
         exact_cb = np.isclose(exact, model.alpha_[cols], rtol=1e-4).sum()
-        exact_him = np.isclose(exact, him.best_alphas_[cols], rtol=1e-4).sum()
+        exact_him = np.isclose(exact, him_alphas[cols], rtol=1e-4).sum()
         results["himalaya"] = t_him
         del him
     if not args.skip_sklearn:
@@ -148,8 +198,12 @@ def main():
               f"{np.abs(r_cb - r_him)[same].max():.2e} where the alphas agree")
     if "scikit-learn" in results:
         print(f"mean held-out r scikit-learn  : {r_sk.mean():.4f} (leave-one-out alphas)")
-    print(f"cinebrain peak memory / Y     : {peak / Y.nbytes:.2f} (tracemalloc, numpy allocations); "
-          f"max RSS growth / Y {(rss1 - rss0) * 1024 / Y.nbytes:.2f}")
+    if cuda:
+        print(f"cinebrain peak GPU memory / Y : {gpu_peak / Y.nbytes:.2f} "
+              f"({gpu_peak / 2**20:.0f} MB, torch.cuda.max_memory_allocated in the timed fit)")
+    else:
+        print(f"cinebrain peak memory / Y     : {peak / Y.nbytes:.2f} (tracemalloc, numpy allocations); "
+              f"max RSS growth / Y {(rss1 - rss0) * 1024 / Y.nbytes:.2f}")
 
 
 if __name__ == "__main__":

@@ -81,6 +81,10 @@ class NumpyBackend:
         """Eigenvalues (clipped at 0) and eigenvectors of a symmetric float64 matrix."""
         return _eigh_cpu(gram)
 
+    def qr(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Thin QR of ``a`` computed in float64: ``Q`` ``(n, m)``, ``R`` ``(m, k)``, m = min(n, k)."""
+        return np.linalg.qr(a.astype(np.float64))
+
 
 class TorchBackend:
     """torch on CPU (MKL) or CUDA."""
@@ -150,6 +154,10 @@ class TorchBackend:
             return self.torch.from_numpy(evals), self.torch.from_numpy(evecs)
         evals, evecs = self.torch.linalg.eigh(gram)
         return evals.clamp_(min=0.0), evecs
+
+    def qr(self, a):
+        Q, R = self.torch.linalg.qr(a.to(self.torch.float64))  # LAPACK's column-major layout
+        return Q.contiguous(), R.contiguous()
 
 
 def get_backend(name: str = "numpy", device: str = "cpu"):

@@ -70,13 +70,16 @@ class RidgeCV(_LinearPredictor):
         left-out TR is autocorrelated with its neighbours, which favours small penalties.
     backend : "numpy" or "torch".
     device : "cpu", or "cuda" with the torch backend.
-    n_targets_batch : targets per chunk (None: automatic, ~64 MB of working memory).
+    n_targets_batch : targets per chunk (None: automatic, ~64 MB of working memory, ~1 GB
+        on a GPU).
     fit_intercept : centre X and Y on each training set; the intercept is unpenalised.
-    tie_break : "himalaya" (default) or "larger". Where CV losses of several alphas differ by
-        less than float32 rounding (targets with little signal, at the top of the grid), the
-        choice is a matter of rounding; "himalaya" re-scores those targets as himalaya does,
-        so the selected alphas equal himalaya's ``RidgeCV`` on the same folds (K-fold only;
-        costs one float32 SVD per fold). "larger" keeps the larger of exactly tied alphas.
+    tie_break : "auto" (default), "himalaya" or "larger". Where CV losses of several alphas
+        differ by less than float32 rounding (targets with little signal, at the top of the
+        grid), the choice is a matter of rounding; "himalaya" re-scores those targets as
+        himalaya's numpy backend does, so the selected alphas equal himalaya's ``RidgeCV`` on
+        the same folds (K-fold only; costs one float32 SVD per fold on the host). "larger"
+        keeps the larger of exactly tied alphas. "auto": "himalaya" on the CPU, "larger" on
+        a GPU.
 
     Attributes
     ----------
@@ -89,7 +92,7 @@ class RidgeCV(_LinearPredictor):
 
     def __init__(self, alphas=DEFAULT_ALPHAS, cv=5, backend: str = "numpy", device: str = "cpu",
                  n_targets_batch: int | None = None, fit_intercept: bool = True,
-                 tie_break: str = "himalaya"):
+                 tie_break: str = "auto"):
         self.alphas = alphas
         self.cv = cv
         self.backend = backend

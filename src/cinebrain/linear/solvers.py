@@ -34,9 +34,10 @@ The CV criterion matches himalaya's default (``l2_neg_loss``): per fold, the mea
 error on the validation rows, averaged over folds; the alpha with the least mean is chosen
 per target. Losses that differ below float32 rounding are not evidence for either alpha
 (targets with little signal, whose losses flatten at the top of the grid). By default
-(``tie_break="himalaya"``) those near-ties, a few percent of targets, are re-scored in
-himalaya's own float32 formulation, so both libraries choose the same alpha; with
-``tie_break="larger"`` exact ties of cinebrain's losses go to the larger alpha.
+on the CPU (``tie_break="auto"`` or ``"himalaya"``) those near-ties, a few percent of
+targets, are re-scored in himalaya's own float32 formulation, so both libraries choose the
+same alpha; with ``tie_break="larger"`` (the default on a GPU) exact ties of cinebrain's
+losses go to the larger alpha.
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ from cinebrain.linear.backends import get_backend
 #: Default grid of ridge penalties.
 DEFAULT_ALPHAS = np.logspace(-1, 7, 15)
 
-#: Budget (bytes) for the per-chunk working set when ``n_targets_batch`` is None.
+#: Budget (bytes) for the per-chunk working set when ``n_targets_batch`` is None: sized for
+#: the CPU's caches, and larger on a GPU, where small products leave it idle.
 CHUNK_BYTES = 64 * 2**20
+CHUNK_BYTES_GPU = 1024 * 2**20
 
 Folds = list[tuple[np.ndarray, np.ndarray]]
 
@@ -256,14 +259,15 @@ class _FoldSVD:
     X_val: np.ndarray  # (n_val, p)
 
 
-def _chunk_size(n_targets_batch, n_targets, n_rows, n_features, n_alpha_rows) -> int:
+def _chunk_size(n_targets_batch, n_targets, n_rows, n_features, n_alpha_rows,
+                budget: int = CHUNK_BYTES) -> int:
     if n_targets_batch is not None:
         n_targets_batch = int(n_targets_batch)
         if n_targets_batch < 1:
             raise ValueError(f"n_targets_batch must be >= 1, got {n_targets_batch}")
         return min(n_targets_batch, n_targets)
     per_target = 4 * (2 * n_rows + 3 * n_features + n_alpha_rows)
-    size = max(64, CHUNK_BYTES // per_target // 64 * 64)
+    size = max(64, budget // per_target // 64 * 64)
     return min(size, n_targets)
 
 
@@ -278,7 +282,9 @@ def _prepare(X, Y, fit_intercept, backend, device, n_targets_batch, n_alpha_rows
                                  for s in range(0, Y.shape[1], step)])
     else:
         y_mean = np.zeros(Y.shape[1])
-    batch = _chunk_size(n_targets_batch, Y.shape[1], n, p, n_alpha_rows)
+    gpu = not str(be.device).startswith("cpu")
+    batch = _chunk_size(n_targets_batch, Y.shape[1], n, p, n_alpha_rows,
+                        CHUNK_BYTES_GPU if gpu else CHUNK_BYTES)
     return _Data(be, be.asarray(Xc), Y, x_mean, y_mean, fit_intercept, batch)
 
 
@@ -443,10 +449,10 @@ def _cv_losses(data: _Data, folds: list[_Fold], XtY, col_sums, alphas, scale=Non
         inv = be.float32(1.0 / (evals[None, :] + alphas_be[:, None]))  # (n_alphas, k)
         if fold.loo_weights is None:
             # float64 QR of the float32 A: Q' and R are then rounded once, like A itself
-            Q, R = np.linalg.qr(be.to_numpy(A).astype(np.float64))
-            R = be.asarray(R)
+            Q, R = be.qr(A)
+            R = be.float32(R)
             n_blocks = max(1, round(R.shape[0] / TRIANGLE_BLOCK_ROWS))
-            bases.append((V, be.asarray(np.ascontiguousarray(Q.T)),
+            bases.append((V, be.asarray(be.float32(Q).T, dtype=np.float32),
                           _triangular_blocks(R, inv, n_blocks)))
             del Q, R
         else:  # leave-one-out: residuals are reweighted per sample, so no rotation
@@ -517,7 +523,9 @@ TIE_RTOL = 1.5e-6
 def _column_sums_f32(a: np.ndarray, sequential: bool) -> np.ndarray:
     """float32 column sums of ``(n, c)`` ``a``: row after row (numpy's order for a C-ordered
     array of several columns) or numpy's pairwise order (its order for a single column)."""
-    return np.add.accumulate(a, axis=0)[-1] if sequential else a.sum(axis=0)
+    if not sequential or (a.shape[1] > 1 and a.flags.c_contiguous):
+        return a.sum(axis=0)
+    return np.add.accumulate(a, axis=0)[-1]
 
 
 def _himalaya_svds(X: np.ndarray, folds: Folds, fit_intercept: bool) -> list[_FoldSVD]:
@@ -681,7 +689,7 @@ def solve_ridge(X, Y, alpha=1.0, fit_intercept: bool = True, n_targets_batch: in
 
 def solve_ridge_cv(X, Y, alphas=DEFAULT_ALPHAS, cv=5, fit_intercept: bool = True,
                    n_targets_batch: int | None = None, backend: str = "numpy",
-                   device: str = "cpu", tie_break: str = "himalaya") -> dict:
+                   device: str = "cpu", tie_break: str = "auto") -> dict:
     """Ridge with one alpha per target chosen by cross-validation, refit on all samples.
 
     Parameters
@@ -693,12 +701,16 @@ def solve_ridge_cv(X, Y, alphas=DEFAULT_ALPHAS, cv=5, fit_intercept: bool = True
         leave-one-out, as scikit-learn's ``RidgeCV(cv=None)``; inappropriate for
         autocorrelated fMRI, where neighbouring TRs leak into each other).
     fit_intercept : centre X and Y on each training set (intercept unpenalised).
-    n_targets_batch : targets per chunk (None: sized so a chunk's working set is ~64 MB).
+    n_targets_batch : targets per chunk (None: sized so a chunk's working set is ~64 MB,
+        ~1 GB on a GPU).
     tie_break : how alphas whose CV losses differ by less than float32 rounding are decided.
-        "himalaya" (default): re-scored as himalaya's ``RidgeCV`` scores them, so both
+        "himalaya": re-scored as himalaya's ``RidgeCV`` (numpy backend) scores them, so both
         libraries choose the same alpha (see :func:`_himalaya_tie_break`; costs one float32
-        SVD per fold, ~10 % of a large fit; K-fold cv only). "larger": the larger alpha of
-        an exact tie of cinebrain's own losses, nothing re-scored.
+        SVD per fold and a prediction matrix per fold and near-tied alpha, ~20 % of a large
+        fit; K-fold cv only). "larger": the larger alpha of an exact tie of cinebrain's own
+        losses, nothing re-scored. "auto" (default): "himalaya" on the CPU, "larger" on a
+        GPU, where the host-side re-scoring would cost several times the GPU's fit and
+        himalaya's GPU backend rounds differently anyway.
 
     Returns
     -------
@@ -710,10 +722,12 @@ def solve_ridge_cv(X, Y, alphas=DEFAULT_ALPHAS, cv=5, fit_intercept: bool = True
     Y, _ = check_Y(Y, X.shape[0])
     alphas = check_alphas(alphas)
     folds = check_cv(cv, X.shape[0])
-    if tie_break not in ("himalaya", "larger"):
-        raise ValueError(f"tie_break must be 'himalaya' or 'larger', got {tie_break!r}")
+    if tie_break not in ("auto", "himalaya", "larger"):
+        raise ValueError(f"tie_break must be 'auto', 'himalaya' or 'larger', got {tie_break!r}")
     n_val = X.shape[0] if folds == "loo" else max(v.size for _, v in folds)
     data = _prepare(X, Y, fit_intercept, backend, device, n_targets_batch, alphas.size * n_val)
+    if tie_break == "auto":
+        tie_break = "himalaya" if str(data.be.device).startswith("cpu") else "larger"
     # When the validation blocks partition the samples, X'Y is the sum of the blocks' parts,
     # which the CV computes anyway: it fills X'Y as it goes instead of a pass of its own.
     fill = folds != "loo" and _partitions(folds, X.shape[0])
