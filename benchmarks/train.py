@@ -181,7 +181,9 @@ def main() -> None:
         else [1024, 2048, 3072, 4096]
     )
     if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32, here and in training
+        # fp32 means fp32, here and in training: no TF32 in matmuls or cuDNN convolutions
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
         name = torch.cuda.get_device_name(device)
     else:
         name = f"cpu, {torch.get_num_threads()} threads"
