@@ -993,7 +993,7 @@ def predict_dataset(
     try:
         for start in range(0, len(dataset), batch_size):
             batch = collate_windows(
-                [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+                dataset.__getitems__(range(start, min(start + batch_size, len(dataset))))
             )
             batch = {
                 k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()

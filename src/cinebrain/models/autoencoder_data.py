@@ -114,6 +114,7 @@ class WindowDataset(Dataset):
             for s, n in zip(starts, run_lengths, strict=True)
             for j in range(0, n, self.stride)
         ]
+        self._window_table = np.asarray(self._windows, dtype=np.int64).reshape(-1, 3)
 
     @property
     def n_voxels(self) -> int | None:
@@ -122,6 +123,41 @@ class WindowDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self._windows)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+        """The windows ``indices`` (what a DataLoader's batch sampler asks for), gathered in
+        one indexing pass per array for the whole batch. Each item's arrays are consecutive
+        views of the batch's arrays, so :func:`collate_windows` returns those without copying
+        them again; any other collate function sees ordinary items."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.ndim != 1 or (idx.size and (idx.min() < -len(self) or idx.max() >= len(self))):
+            raise IndexError(f"window indices out of range for {len(self)} windows")
+        run_start, first, n = self._window_table[idx].T
+        b = idx.size
+        pos = np.arange(self.window)
+        run_tr = (first - self.history)[:, None] + pos[None, :]  # (B, W)
+        valid = (run_tr >= 0) & (run_tr < n[:, None])
+        scored = valid & (pos >= self.history)[None, :]
+        rows = np.where(valid, run_start[:, None] + run_tr, -1)
+        take = np.where(valid, rows, 0).ravel()
+        arrays: dict = {}
+        for name, x in self.inputs.items():
+            out = np.asarray(x[take], dtype=np.float32).reshape(b, self.window, *x.shape[1:])
+            out[~valid] = 0.0
+            arrays[name] = torch.from_numpy(out)
+        if self.responses is not None:
+            y = np.asarray(self.responses[take], dtype=np.float32).reshape(b, self.window, -1)
+            y[~valid] = 0.0
+            arrays["responses"] = torch.from_numpy(y)
+        arrays["valid"] = torch.from_numpy(valid)
+        arrays["scored"] = torch.from_numpy(scored)
+        arrays["tr_index"] = torch.from_numpy(rows.astype(np.int64))
+        items = []
+        for i in range(b):
+            item = {key: value[i] for key, value in arrays.items()}
+            item["subject"] = self.subject
+            items.append(item)
+        return items
 
     def __getitem__(self, i: int) -> dict:
         run_start, first, n = self._windows[i]
@@ -216,5 +252,21 @@ def collate_windows(items: Sequence[dict]) -> dict:
         elif key == "responses" and len({tuple(v.shape) for v in values}) > 1:
             batch[key] = values
         else:
-            batch[key] = torch.stack(values)
+            batch[key] = _stacked_view(values)
+            if batch[key] is None:
+                batch[key] = torch.stack(values)
     return batch
+
+
+def _stacked_view(values: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """The tensor whose rows 0..B-1 are exactly ``values`` (items from
+    :meth:`WindowDataset.__getitems__`), or None when they are not such views."""
+    base = getattr(values[0], "_base", None)
+    if base is None or base.ndim == 0 or base.shape[0] != len(values) or not base.is_contiguous():
+        return None
+    step = base.stride(0)
+    for i, v in enumerate(values):
+        if (v._base is not base or v.shape != base.shape[1:]
+                or v.storage_offset() != base.storage_offset() + i * step):
+            return None
+    return base

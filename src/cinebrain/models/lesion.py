@@ -69,7 +69,7 @@ class LesionResult:
 
 def _batches(dataset: WindowDataset, batch_size: int, device: torch.device):
     for start in range(0, len(dataset), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        items = dataset.__getitems__(range(start, min(start + batch_size, len(dataset))))
         batch = collate_windows(items)
         yield {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
