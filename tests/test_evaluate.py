@@ -412,6 +412,71 @@ def test_phase_randomization_input_errors():
         phase_randomization_test(y[:4], y[:4], run_lengths=[2, 2])
 
 
+def test_cauchy_combination_formula_and_edge_cases():
+    from cinebrain.evaluate import cauchy_combination
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(1e-4, 1, (3, 50))
+    expected = 0.5 - np.arctan(np.tan((0.5 - p) * np.pi).mean(0)) / np.pi
+    np.testing.assert_allclose(cauchy_combination(p), expected, rtol=1e-12)
+    np.testing.assert_allclose(cauchy_combination(p.T, axis=1), expected, rtol=1e-12)
+    # identical p-values (perfectly dependent runs) come back unchanged
+    np.testing.assert_allclose(cauchy_combination(np.stack([p[0]] * 4)), p[0], rtol=1e-9)
+    # one small p among large ones: about Bonferroni
+    combined = cauchy_combination(np.array([[1e-4], [0.6], [0.9]]))[0]
+    assert 1e-4 < combined < 4e-4
+    assert cauchy_combination(np.ones((3, 1)))[0] > 0.999
+    assert np.isnan(cauchy_combination(np.array([[np.nan], [0.5]])))[0]
+    with pytest.raises(ValueError, match="p-values"):
+        cauchy_combination(np.array([[0.0], [0.5]]))
+
+
+def test_cauchy_combination_calibrated_independent_and_dependent():
+    from scipy.stats import norm
+
+    from cinebrain.evaluate import cauchy_combination
+
+    rng = np.random.default_rng(1)
+    independent = rng.uniform(size=(3, 40000))
+    assert abs((cauchy_combination(independent) < 0.05).mean() - 0.05) < 0.004
+    # strongly correlated z-scores: still about 5 %, where averaging them as if independent
+    # (Stouffer) rejects far too often
+    z = rng.standard_normal((1, 40000)) * np.sqrt(0.7) + rng.standard_normal((3, 40000)) * np.sqrt(0.3)
+    p = norm.sf(z)
+    assert abs((cauchy_combination(p) < 0.05).mean() - 0.05) < 0.006
+    assert (norm.sf(z.sum(0) / np.sqrt(3)) < 0.05).mean() > 0.08
+
+
+def test_leave_one_run_out_null_calibrated_only_when_runs_are_tested_separately():
+    """Each run predicted by ridge fit on the other runs, on responses with no signal: the
+    runs' r are dependent (each shares terms with the others' fits), so a null drawn within
+    each run but pooled over runs is too narrow; runs tested one by one and combined are not."""
+    from cinebrain.evaluate import cauchy_combination
+    from cinebrain.linear import solve_ridge
+
+    rng = np.random.default_rng(0)
+    n_runs, n_run, n_features, n_targets = 3, 120, 40, 2000
+
+    def ar(n, m):
+        e = rng.standard_normal((n, m))
+        for i in range(1, n):
+            e[i] += 0.8 * e[i - 1]
+        return e
+
+    X = np.concatenate([ar(n_run, n_features) for _ in range(n_runs)]).astype(np.float32)
+    Y = np.concatenate([ar(n_run, n_targets) for _ in range(n_runs)]).astype(np.float32)
+    run = np.repeat(np.arange(n_runs), n_run)
+    P = np.zeros_like(Y)
+    for k in range(n_runs):
+        coef, intercept = solve_ridge(X[run != k], Y[run != k], alpha=100.0)
+        P[run == k] = X[run == k] @ coef + intercept
+    _, pooled = phase_randomization_test(Y, P, 1000, seed=0, run_lengths=[n_run] * n_runs)
+    separate = np.stack([phase_randomization_test(Y[run == k], P[run == k], 1000, seed=k)[1]
+                         for k in range(n_runs)])
+    assert (pooled < 0.05).mean() > 0.09
+    assert (cauchy_combination(separate) < 0.05).mean() < 0.07
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fdr_bh_matches_scipy(seed):
     rng = np.random.default_rng(seed)

@@ -106,6 +106,13 @@ class EvaluateConfig(_Section):
         "phase", description="which null the significance test uses: phase-randomised "
         "surrogates of the prediction (keeps its spectrum) or shuffled blocks of block_s",
     )
+    runs: Literal["auto", "pooled", "separate"] = Field(
+        "auto", description="how held-out runs are tested: pooled (r over all held-out TRs, "
+        "null drawn within each run) or separate (each run on its own, p-values combined by "
+        "the Cauchy combination); auto: separate under leave-one-run-out, whose runs are "
+        "predicted by models fit on each other's responses (their r are dependent and a "
+        "pooled null is too narrow), pooled otherwise",
+    )
     n_permutations: int = Field(
         1000, ge=0, le=100000,
         description="surrogates (null: phase) or block permutations (null: block) of the "

@@ -520,21 +520,43 @@ def _roi_table(config: RunConfig, study, mask_img) -> tuple[np.ndarray, dict[int
     return labels, names
 
 
+def _separate_runs(ev: EvaluateConfig, scheme: str, run_lengths: list[int]) -> bool:
+    """Whether held-out runs are tested one by one and their p-values combined."""
+    if len(run_lengths) < 2:
+        return False
+    return ev.runs == "separate" or (ev.runs == "auto" and scheme == "leave_one_run_out")
+
+
 def _p_values(Y: np.ndarray, P: np.ndarray, run_lengths: list[int], ev: EvaluateConfig,
-              tr: float) -> np.ndarray:
-    """One-sided p-value of r per target (n_targets,) under the null ``ev.null``."""
+              tr: float, scheme: str = "held_out") -> np.ndarray:
+    """One-sided p-value of r per target (n_targets,) under the null ``ev.null``: over all
+    held-out TRs, or per run and combined (see ``evaluate.runs``)."""
+    from cinebrain.evaluate import cauchy_combination
+
+    if not _separate_runs(ev, scheme, run_lengths):
+        return _run_p_values(Y, P, run_lengths, ev, tr, seed=0, tail="count")
+    # Per run, p from a normal fit of the null: counted p-values stop at 1 / (1 + n), and
+    # combined p-values would stop there too, below what FDR over many voxels needs.
+    bounds = np.cumsum([0, *run_lengths])
+    p = [_run_p_values(Y[a:b], P[a:b], [b - a], ev, tr, seed=k, tail="normal")
+         for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))]
+    return cauchy_combination(np.stack(p), axis=0)
+
+
+def _run_p_values(Y, P, run_lengths: list[int], ev: EvaluateConfig, tr: float, seed: int,
+                  tail: str):
     from cinebrain.evaluate import block_permutation_test, phase_randomization_test
 
     if ev.null == "phase":
-        return phase_randomization_test(Y, P, n_surrogates=ev.n_permutations, seed=0,
-                                        run_lengths=run_lengths)[1]
+        return phase_randomization_test(Y, P, n_surrogates=ev.n_permutations, seed=seed,
+                                        run_lengths=run_lengths, tail=tail)[1]
     # Blocks of block_s, but at least two of them per run.
     block_size = max(1, min(gap_trs(tr, ev.block_s), min(run_lengths) // 2))
     return block_permutation_test(Y, P, n_permutations=ev.n_permutations, block_size=block_size,
-                                  seed=0, run_lengths=run_lengths)[1]
+                                  seed=seed, run_lengths=run_lengths, tail=tail)[1]
 
 
-def _significance_test(ev: EvaluateConfig) -> str | None:
+def _significance_test(ev: EvaluateConfig, separate: bool = False) -> str | None:
     """The significance test in words, for summary.json (None: no test)."""
     if not ev.n_permutations:
         return None
@@ -542,7 +564,9 @@ def _significance_test(ev: EvaluateConfig) -> str | None:
         null = f"phase-randomised predictions ({ev.n_permutations} surrogates)"
     else:
         null = f"block permutation ({ev.block_s:g} s blocks, {ev.n_permutations} permutations)"
-    return f"one-sided r > 0 against {null}; Benjamini-Hochberg FDR {ev.fdr:g}"
+    how = ("each held-out run tested on its own (normal fit of its null), p-values combined "
+           "by the Cauchy combination; " if separate else "")
+    return f"one-sided r > 0 against {null}; {how}Benjamini-Hochberg FDR {ev.fdr:g}"
 
 
 def evaluate(config: RunConfig, log: Log = _print) -> dict:
@@ -591,6 +615,7 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
     summary: dict = {"cinebrain": __version__, "ceiling_method": method,
                      "significance_test": _significance_test(ev), "subjects": {}}
     roi_rows = []
+    separate = False
     for s in subjects:
         pdir, mdir = out / "predictions" / s, out / "metrics" / s
         info = json.loads((out / "models" / s / "bands.json").read_text())
@@ -605,7 +630,9 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
         save_npy(mdir / "r2.npy", r2.astype(np.float32))
         save_npy(mdir / "alpha.npy", np.load(out / "models" / s / "alpha.npy"))
         if ev.n_permutations:
-            p = _p_values(Y, P, run_lengths, ev, study.tr)
+            scheme = info.get("scheme", "held_out")
+            separate = separate or _separate_runs(ev, scheme, run_lengths)
+            p = _p_values(Y, P, run_lengths, ev, study.tr, scheme)
             reject, q = fdr_bh(p, q=ev.fdr)
             save_npy(mdir / "p.npy", p.astype(np.float32))
             save_npy(mdir / "q_fdr.npy", q.astype(np.float32))
@@ -650,7 +677,8 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
                     row["fraction_significant"] = float(reject[sel].mean())
                 roi_rows.append(row)
         log(f"  {s}: median r {np.median(r):.3f}, max r {np.max(r):.3f}, "
-            f"{int(reject.sum())} of {r.size} targets significant ({ev.null} null, FDR {ev.fdr:g})")
+            f"{int(reject.sum())} of {r.size} targets significant ({ev.null} null"
+            f"{', runs tested separately' if separate else ''}, FDR {ev.fdr:g})")
     if roi_rows:
         buf = _io.StringIO()
         keys = list(dict.fromkeys(k for row in roi_rows for k in row))
@@ -659,6 +687,7 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
         w.writerows(roi_rows)
         write_text(out / "metrics" / "roi_summary.csv", buf.getvalue())
         summary["rois"] = roi_rows
+    summary["significance_test"] = _significance_test(ev, separate)
     truth = _ground_truth(config, study, subjects, log)
     if truth:
         summary["ground_truth"] = truth

@@ -16,6 +16,7 @@ from cinebrain.evaluate.partition import variance_partitioning
 from cinebrain.evaluate.stats import (
     block_permutation_test,
     block_permutations,
+    cauchy_combination,
     fdr_bh,
     phase_randomization_test,
     phase_surrogates,
@@ -36,6 +37,7 @@ __all__ = [
     "block_permutations",
     "phase_randomization_test",
     "phase_surrogates",
+    "cauchy_combination",
     "fdr_bh",
     "variance_partitioning",
 ]
