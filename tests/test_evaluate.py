@@ -412,6 +412,27 @@ def test_phase_randomization_input_errors():
         phase_randomization_test(y[:4], y[:4], run_lengths=[2, 2])
 
 
+def test_normal_tail_keeps_counted_p_and_reads_only_beyond_the_count():
+    rng = np.random.default_rng(3)
+    n, t = 200, 400
+    y = scipy.signal.lfilter([1], [1, -0.8], rng.standard_normal((n, t)), axis=0)
+    pred = scipy.signal.lfilter([1], [1, -0.8], rng.standard_normal((n, t)), axis=0)
+    pred[:, :40] += 2.0 * y[:, :40]  # strong signal: no surrogate reaches r
+    for test, kw in ((phase_randomization_test, {"n_surrogates": 500}),
+                     (block_permutation_test, {"n_permutations": 500, "block_size": 10})):
+        r, counted = test(y, pred, seed=0, **kw)
+        _, fitted = test(y, pred, seed=0, tail="normal", **kw)
+        floor = 1 / 501
+        beyond = counted <= floor
+        assert beyond[:40].all() and beyond[40:].mean() < 0.02
+        np.testing.assert_array_equal(fitted[~beyond], counted[~beyond])
+        assert (fitted[beyond] <= floor).all() and (fitted[:40] < 1e-4).all()
+        # null targets: about uniform either way
+        assert abs((fitted[40:] < 0.1).mean() - 0.1) < 0.05
+        with pytest.raises(ValueError, match="tail"):
+            test(y, pred, seed=0, tail="gauss", **kw)
+
+
 def test_cauchy_combination_formula_and_edge_cases():
     from cinebrain.evaluate import cauchy_combination
 
