@@ -71,12 +71,6 @@ class NumpyBackend:
         x *= x
         return x.sum(axis=1, dtype=np.float64)
 
-    def sum_squares_axis1_f32(self, x: np.ndarray) -> np.ndarray:
-        """``(a, n, c) -> (a, c)`` sums of squares over the middle axis, accumulated in
-        float32 one row after another (numpy's order for a middle-axis reduction)."""
-        x *= x
-        return x.sum(axis=1)
-
     def eigh(self, gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Eigenvalues (clipped at 0) and eigenvectors of a symmetric float64 matrix."""
         return _eigh_cpu(gram)
@@ -143,10 +137,6 @@ class TorchBackend:
     def sum_squares_axis1(self, x):
         x.mul_(x)
         return x.sum(dim=1, dtype=self.torch.float64)
-
-    def sum_squares_axis1_f32(self, x):
-        x.mul_(x)
-        return x.sum(dim=1)
 
     def eigh(self, gram):
         if self.device.type == "cpu":
