@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from test_train import Regression, TinyRegressor, flat_weights
+from test_train import Crash, Regression, TinyRegressor, crash_at_step_6, flat_weights
 from test_train import config as cpu_config
 
 from cinebrain.linear import (
@@ -276,13 +276,6 @@ def test_resume_on_cuda_continues_exactly(tmp_path, precision):
     cfg_a = cuda_config(epochs=3, precision=precision, out_dir=str(tmp_path / "a"))
     uninterrupted = TinyRegressor(dropout=0.2)
     Trainer(uninterrupted, cfg_a, data, val).fit()
-
-    class Crash(Exception):
-        pass
-
-    def crash_at_step_6(trainer):
-        if trainer.step == 6:
-            raise Crash
 
     cfg_b = cuda_config(epochs=3, precision=precision, out_dir=str(tmp_path / "b"))
     with pytest.raises(Crash):

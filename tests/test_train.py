@@ -257,19 +257,22 @@ def test_failed_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
     assert load_checkpoint(folder / "last.pt")["step"] == 2
 
 
+class Crash(Exception):
+    """A training process dying mid-run."""
+
+
+def crash_at_step_6(trainer):
+    """Callback: the process dies after optimizer step 6."""
+    if trainer.step == 6:
+        raise Crash
+
+
 def test_resume_in_process_continues_and_trims_the_log(tmp_path):
     """A run that dies after its last checkpoint resumes from it; the log reads as one run."""
     data, val = Regression(32), Regression(12, seed=1)
     cfg = config(epochs=3, out_dir=str(tmp_path / "a"))  # checkpoints at epoch ends
     uninterrupted = TinyRegressor(dropout=0.2)
     Trainer(uninterrupted, cfg, data, val).fit()
-
-    class Crash(Exception):
-        pass
-
-    def crash_at_step_6(trainer):
-        if trainer.step == 6:
-            raise Crash
 
     cfg_b = config(epochs=3, out_dir=str(tmp_path / "b"))
     with pytest.raises(Crash):
