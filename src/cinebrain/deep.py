@@ -499,27 +499,11 @@ def _predict_test(model, sd: SubjectData, mcfg, lesion=None) -> dict:
     return predict_dataset(model, sd.dataset(mcfg, "test"), lesion, keep=("voxels", "recon"))
 
 
-def _model_device(config: RunConfig):
-    """The device the run trains on (``autoencoder.device``; ``auto``: CUDA when present), so
-    that predictions after training and on reloading come from the same kernels."""
-    import torch
-
-    name = config.autoencoder.device
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "autoencoder.device", "device 'cuda' asked for but CUDA is not available",
-            "use device: auto or cpu",
-        )
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
 def load_model(config: RunConfig, subject: str):
     """The trained model whose head predicts ``subject`` (best checkpoint), in eval mode, on
     the run's training device."""
     from cinebrain.models import AutoencoderConfig, MultimodalAutoencoder
-    from cinebrain.train import load_checkpoint
+    from cinebrain.train import load_checkpoint, resolve_device
 
     out = Path(config.out)
     path = out / AE_DIR / "model.json"
@@ -534,7 +518,10 @@ def load_model(config: RunConfig, subject: str):
             model = MultimodalAutoencoder(mcfg)
             state = load_checkpoint(out / group["checkpoint"], map_location="cpu")
             model.load_state_dict(state["model"])
-            return model.to(_model_device(config)).eval(), mcfg
+            # the training device, so predictions after training and on reloading come
+            # from the same kernels
+            device = resolve_device(config.autoencoder.device, key="autoencoder.device")
+            return model.to(device).eval(), mcfg
     raise InputError(path, f"no model predicts subject {subject}", "retrain with that subject")
 
 

@@ -28,6 +28,7 @@ Run folder::
 from __future__ import annotations
 
 import csv
+import functools
 import io as _io
 import itertools
 import json
@@ -528,32 +529,25 @@ def _separate_runs(ev: EvaluateConfig, scheme: str, run_lengths: list[int]) -> b
 
 
 def _p_values(Y: np.ndarray, P: np.ndarray, run_lengths: list[int], ev: EvaluateConfig,
-              tr: float, scheme: str = "held_out") -> np.ndarray:
+              tr: float, separate: bool) -> np.ndarray:
     """One-sided p-value of r per target (n_targets,) under the null ``ev.null``: over all
     held-out TRs, or per run and combined (see ``evaluate.runs``)."""
-    from cinebrain.evaluate import cauchy_combination
-
-    if not _separate_runs(ev, scheme, run_lengths):
-        return _run_p_values(Y, P, run_lengths, ev, tr, seed=0, tail="count")
-    # Per run, p from a normal fit of the null: counted p-values stop at 1 / (1 + n), and
-    # combined p-values would stop there too, below what FDR over many voxels needs.
-    bounds = np.cumsum([0, *run_lengths])
-    p = [_run_p_values(Y[a:b], P[a:b], [b - a], ev, tr, seed=k, tail="normal")
-         for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))]
-    return cauchy_combination(np.stack(p), axis=0)
-
-
-def _run_p_values(Y, P, run_lengths: list[int], ev: EvaluateConfig, tr: float, seed: int,
-                  tail: str):
-    from cinebrain.evaluate import block_permutation_test, phase_randomization_test
+    from cinebrain.evaluate import (
+        block_permutation_test,
+        per_run_test,
+        phase_randomization_test,
+    )
 
     if ev.null == "phase":
-        return phase_randomization_test(Y, P, n_surrogates=ev.n_permutations, seed=seed,
-                                        run_lengths=run_lengths, tail=tail)[1]
-    # Blocks of block_s, but at least two of them per run.
-    block_size = max(1, min(gap_trs(tr, ev.block_s), min(run_lengths) // 2))
-    return block_permutation_test(Y, P, n_permutations=ev.n_permutations, block_size=block_size,
-                                  seed=seed, run_lengths=run_lengths, tail=tail)[1]
+        test = functools.partial(phase_randomization_test, n_surrogates=ev.n_permutations)
+    else:
+        # Blocks of block_s, but at least two of them per run.
+        block_size = max(1, min(gap_trs(tr, ev.block_s), min(run_lengths) // 2))
+        test = functools.partial(block_permutation_test, n_permutations=ev.n_permutations,
+                                 block_size=block_size)
+    if separate:
+        return per_run_test(test, Y, P, run_lengths)
+    return test(Y, P, seed=0, run_lengths=run_lengths)[1]
 
 
 def _significance_test(ev: EvaluateConfig, separate: bool = False) -> str | None:
@@ -612,10 +606,9 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
         method = "none"
 
     rois = _roi_table(config, study, study_mask(config, study, log))
-    summary: dict = {"cinebrain": __version__, "ceiling_method": method,
-                     "significance_test": _significance_test(ev), "subjects": {}}
+    summary: dict = {"cinebrain": __version__, "ceiling_method": method, "subjects": {}}
     roi_rows = []
-    separate = False
+    separate = run_separately = False
     for s in subjects:
         pdir, mdir = out / "predictions" / s, out / "metrics" / s
         info = json.loads((out / "models" / s / "bands.json").read_text())
@@ -630,9 +623,9 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
         save_npy(mdir / "r2.npy", r2.astype(np.float32))
         save_npy(mdir / "alpha.npy", np.load(out / "models" / s / "alpha.npy"))
         if ev.n_permutations:
-            scheme = info.get("scheme", "held_out")
-            separate = separate or _separate_runs(ev, scheme, run_lengths)
-            p = _p_values(Y, P, run_lengths, ev, study.tr, scheme)
+            run_separately = _separate_runs(ev, info.get("scheme", "held_out"), run_lengths)
+            separate = separate or run_separately
+            p = _p_values(Y, P, run_lengths, ev, study.tr, run_separately)
             reject, q = fdr_bh(p, q=ev.fdr)
             save_npy(mdir / "p.npy", p.astype(np.float32))
             save_npy(mdir / "q_fdr.npy", q.astype(np.float32))
@@ -678,7 +671,8 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
                 roi_rows.append(row)
         log(f"  {s}: median r {np.median(r):.3f}, max r {np.max(r):.3f}, "
             f"{int(reject.sum())} of {r.size} targets significant ({ev.null} null"
-            f"{', runs tested separately' if separate else ''}, FDR {ev.fdr:g})")
+            f"{', runs tested separately' if ev.n_permutations and run_separately else ''}, "
+            f"FDR {ev.fdr:g})")
     if roi_rows:
         buf = _io.StringIO()
         keys = list(dict.fromkeys(k for row in roi_rows for k in row))

@@ -18,6 +18,7 @@ from cinebrain.evaluate.stats import (
     block_permutations,
     cauchy_combination,
     fdr_bh,
+    per_run_test,
     phase_randomization_test,
     phase_surrogates,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "phase_randomization_test",
     "phase_surrogates",
     "cauchy_combination",
+    "per_run_test",
     "fdr_bh",
     "variance_partitioning",
 ]

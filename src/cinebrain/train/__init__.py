@@ -21,11 +21,12 @@ from cinebrain.train.distributed import (
 from cinebrain.train.log import read_metrics
 from cinebrain.train.optim import WarmupCosine, build_optimizer, build_scheduler
 from cinebrain.train.seeding import rng_state, seed_everything, set_rng_state
-from cinebrain.train.trainer import EarlyStopping, History, Trainer
+from cinebrain.train.trainer import EarlyStopping, History, Trainer, resolve_device
 
 __all__ = [
     "TrainConfig",
     "Trainer",
+    "resolve_device",
     "History",
     "EarlyStopping",
     "WarmupCosine",

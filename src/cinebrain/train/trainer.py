@@ -163,10 +163,14 @@ class _TrainingStep(nn.Module):
         return self.model.training_step(batch)
 
 
-def _resolve_device(name: str, dist: DistInfo) -> torch.device:
+def resolve_device(name: str, dist: DistInfo | None = None,
+                   key: str = "train.device") -> torch.device:
+    """The torch device for ``name`` ("auto": CUDA when present, "cpu", "cuda"): under DDP
+    this process's GPU. ``key`` names the config field in the error when CUDA is asked for
+    but absent."""
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
-            "train.device",
+            key,
             "device 'cuda' asked for but CUDA is not available",
             "use device: auto or cpu",
         )
@@ -174,7 +178,8 @@ def _resolve_device(name: str, dist: DistInfo) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         return torch.device(
-            "cuda", dist.local_rank if dist.enabled else torch.cuda.current_device()
+            "cuda", dist.local_rank if dist is not None and dist.enabled
+            else torch.cuda.current_device()
         )
     return torch.device("cpu")
 
@@ -217,7 +222,7 @@ class Trainer:
         self.config = config
         on_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
         self.dist = setup_distributed("nccl" if on_cuda else "gloo")
-        self.device = _resolve_device(config.device, self.dist)
+        self.device = resolve_device(config.device, self.dist)
         if config.batch_size % self.dist.world_size:
             raise ConfigError(
                 "train.batch_size",
