@@ -13,24 +13,17 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy.signal import lfilter
-from scipy.stats import gamma
 
 from cinebrain.errors import InputError
 
-# Parameters of the two gamma densities (seconds), as in SPM and Glover (1999); the same
-# values nilearn uses.
-HRF_MODELS: dict[str, dict[str, float]] = {
-    "spm": {"delay": 6.0, "undershoot": 16.0, "dispersion": 1.0, "u_dispersion": 1.0, "ratio": 0.167},
-    "glover": {"delay": 6.0, "undershoot": 12.0, "dispersion": 0.9, "u_dispersion": 0.9, "ratio": 0.48},
-}
+# The canonical kernels are nilearn's: SPM's and Glover's (1999) double gammas.
+HRF_MODELS = ("spm", "glover")
 
 
-def _double_gamma(t: np.ndarray, delay: float, undershoot: float, dispersion: float,
-                  u_dispersion: float, ratio: float) -> np.ndarray:
-    """Continuous double-gamma HRF at times ``t`` (s); zero for ``t < 0``."""
-    peak = gamma.pdf(t, delay / dispersion, scale=dispersion)
-    under = gamma.pdf(t, undershoot / u_dispersion, scale=u_dispersion)
-    return peak - ratio * under
+def _nilearn_kernel(model: str):
+    from nilearn.glm.first_level import glover_hrf, spm_hrf
+
+    return {"spm": spm_hrf, "glover": glover_hrf}[model]
 
 
 def hrf(tr: float, model: str = "spm", time_length: float = 32.0, oversampling: int = 16) -> np.ndarray:
@@ -41,7 +34,7 @@ def hrf(tr: float, model: str = "spm", time_length: float = 32.0, oversampling: 
     tr : float
         Repetition time, seconds.
     model : {"spm", "glover"}
-        Double-gamma parameters (the same as nilearn's ``spm_hrf`` / ``glover_hrf``).
+        nilearn's ``spm_hrf`` or ``glover_hrf`` (``nilearn.glm.first_level``).
     time_length : float
         Length of the kernel, seconds; ``ceil(time_length / tr)`` lags are returned.
     oversampling : int
@@ -66,9 +59,17 @@ def hrf(tr: float, model: str = "spm", time_length: float = 32.0, oversampling: 
         raise InputError("hrf", f"time_length must be > 0 and oversampling >= 1, got {time_length}, {oversampling}")
     n_lags = max(1, int(np.ceil(time_length / tr - 1e-9)))
     oversampling = int(oversampling)
-    # Midpoints of `oversampling` sub-bins of each TR bin, shape (n_lags, oversampling).
-    t = (np.arange(n_lags)[:, None] + (np.arange(oversampling)[None, :] + 0.5) / oversampling) * tr
-    kernel = _double_gamma(t, **HRF_MODELS[model]).mean(axis=1)
+    # The midpoints of `oversampling` sub-bins of each TR, (m + 0.5) * step for
+    # m = 0 .. n - 1, on nilearn's grid: it samples the HRF at
+    # linspace(0, length, rint(length / dt)) - onset - dt (its gammas start one dt late).
+    # With length = n * step and dt = length / (n + 1) that grid has spacing `step`,
+    # and onset = -(step / 2 + dt) moves it onto the midpoints; the last point is spare.
+    n = n_lags * oversampling
+    step = tr / oversampling
+    length = n * step
+    dt = length / (n + 1)
+    fine = _nilearn_kernel(model)(dt, oversampling=1, time_length=length, onset=-(0.5 * step + dt))
+    kernel = fine[:n].reshape(n_lags, oversampling).mean(axis=1)
     return kernel / kernel.sum()
 
 
