@@ -10,8 +10,12 @@ from __future__ import annotations
 import os
 
 
-class InputError(Exception):
-    """Bad user input: names the file, the problem and the fix, on one line."""
+class InputError(ValueError):
+    """Bad user input: names the file, the problem and the fix, on one line.
+
+    A :class:`ValueError`, so code that validates values catches it as one; the CLI
+    prints it as one line and exits with status 2.
+    """
 
     def __init__(self, where: str | os.PathLike | None, problem: str, fix: str | None = None):
         self.where = str(where) if where is not None else None
