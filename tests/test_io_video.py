@@ -173,3 +173,32 @@ def test_write_is_atomic_and_validates(tmp_path):
     odd_frames = [np.full((47, 63, 3), 100, np.uint8)] * 3
     odd = write_video(tmp_path / "odd.mp4", odd_frames, FPS, (63, 47))
     assert (VideoReader(odd).width, VideoReader(odd).height) == (64, 48)  # yuv420p needs even
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_still_image_renamed_mp4_is_not_a_video(tmp_path, fmt):
+    from PIL import Image
+
+    path = tmp_path / "movie.mp4"
+    pixels = np.random.default_rng(0).integers(0, 256, (SIZE[1], SIZE[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format=fmt)
+    with pytest.raises(InputError, match="not a video: it is a .* still image") as e:
+        VideoReader(path)
+    assert "give a movie file" in _one_line(e, path)
+
+
+def test_single_frame_video_is_not_a_video(tmp_path):
+    path = write_video(tmp_path / "one.mp4", _frames(1), FPS, SIZE)
+    with pytest.raises(InputError, match="not a video: .* single frame") as e:
+        VideoReader(path)
+    assert "give a movie file" in _one_line(e, path)
+    two = write_video(tmp_path / "two.mp4", _frames(2), FPS, SIZE)
+    assert len(list(VideoReader(two).iter_frames())) == 2
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.mp4"
+    path.write_bytes(b"")
+    with pytest.raises(InputError, match=r"empty \(0 bytes\)") as e:
+        VideoReader(path)
+    _one_line(e, path)

@@ -30,6 +30,9 @@ _CONTAINER_FORMATS = {
     ".avi": "avi",
 }
 _REEXPORT = "re-export or re-download the file"
+_NOT_A_VIDEO_FIX = "give a movie file (mp4, mkv, avi or mov)"
+# FFmpeg demuxers that read a single still image (png_pipe, jpeg_pipe, ... and image2).
+_IMAGE_DEMUXERS = ("image2", "image2pipe")
 # Errors FFmpeg raises on damaged input (av.error.FFmpegError subclasses ValueError/OSError).
 _DECODE_ERRORS = (av.error.FFmpegError, OSError, EOFError)
 
@@ -66,8 +69,9 @@ class VideoReader:
     Raises
     ------
     InputError
-        The file is missing, is not a video, has no video stream, or has no decodable
-        frame.
+        The file is missing or empty, is not a video (a still image such as a PNG or
+        JPEG renamed ``.mp4``, or a video stream with fewer than 2 frames), has no video
+        stream, or has no decodable frame.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -82,10 +86,12 @@ class VideoReader:
             raise InputError(
                 self.path, "is a folder, not a video file", "give the path of the movie file"
             )
+        if self.path.stat().st_size == 0:
+            raise InputError(self.path, "the video file is empty (0 bytes)", _REEXPORT)
         try:
             with av.open(str(self.path)) as container:
                 self._read_header(container)
-                first = self._first_frame(container)
+                n_decoded = self._count_frames(container, 2)
         except InputError:
             raise
         except _DECODE_ERRORS as e:
@@ -94,11 +100,17 @@ class VideoReader:
                 f"cannot be opened as a video ({_reason(e)})",
                 f"give an mp4, mkv, avi or mov movie; if it is one, it is truncated or corrupt: {_REEXPORT}",
             ) from None
-        if first is None:
+        if n_decoded == 0:
             raise InputError(
                 self.path,
                 "the video stream has no decodable frames (truncated or corrupt)",
                 _REEXPORT,
+            )
+        if n_decoded < 2:
+            raise InputError(
+                self.path,
+                f"not a video: its {self._codec} stream holds a single frame (a still image)",
+                _NOT_A_VIDEO_FIX,
             )
 
     # ------------------------------------------------------------------ header
@@ -111,6 +123,15 @@ class VideoReader:
                 "give a movie file; an audio-only file belongs in the study's stimulus.audio",
             )
         stream = container.streams.video[0]
+        self._codec = str(stream.codec_context.name or "video")
+        demuxer = str(container.format.name or "")
+        if demuxer.endswith("_pipe") or demuxer in _IMAGE_DEMUXERS:
+            raise InputError(
+                self.path,
+                f"not a video: it is a {self._codec} still image (FFmpeg reads it with its "
+                f"{demuxer} demuxer), whatever its extension",
+                _NOT_A_VIDEO_FIX,
+            )
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         self.fps = float(rate) if rate else 0.0
         if self.fps <= 0:
@@ -134,10 +155,14 @@ class VideoReader:
         if self.width <= 0 or self.height <= 0:
             raise InputError(self.path, "the video stream has no frame size", _REEXPORT)
 
-    def _first_frame(self, container: Any) -> Any:
-        for frame in container.decode(video=0):
-            return frame
-        return None
+    def _count_frames(self, container: Any, limit: int) -> int:
+        """Decode up to ``limit`` frames from the start; how many there were."""
+        n = 0
+        for _ in container.decode(video=0):
+            n += 1
+            if n >= limit:
+                break
+        return n
 
     # ------------------------------------------------------------------ frames
     def iter_frames(
