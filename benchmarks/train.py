@@ -10,7 +10,7 @@
    measured again after the presets and the higher of the two is used, so a machine that got
    busier meanwhile does not flatter the fractions.
 2. Per preset: the model on synthetic inputs of the preset's shapes (a
-   :class:`~cinebrain.models.autoencoder_data.WindowDataset` of random stimulus features and
+   :class:`~cinebrain.data.windows.WindowDataset` of random stimulus features and
    responses, batched by ``collate_windows``), trained by the real engine
    (:class:`cinebrain.train.Trainer`: AdamW, cosine schedule, gradient clipping, no
    validation, no checkpoints, no log files). The engine times every step (data loading
@@ -38,8 +38,8 @@ import time
 import numpy as np
 import torch
 
-from cinebrain.models.autoencoder import AutoencoderConfig, MultimodalAutoencoder
-from cinebrain.models.autoencoder_data import WindowDataset, collate_windows, windows_for
+from cinebrain.data.windows import WindowDataset, collate_windows
+from cinebrain.models.autoencoder import AutoencoderConfig, MultimodalAutoencoder, windows_for
 from cinebrain.models.presets import get_preset, module_parameters
 from cinebrain.train import TrainConfig, Trainer
 

@@ -377,7 +377,7 @@ def test_autoencoder_forward_backward_on_cuda_matches_cpu(exact_fp32):
 
 
 def test_autoencoder_training_step_on_cuda_matches_cpu(exact_fp32):
-    from cinebrain.models.autoencoder_data import collate_windows
+    from cinebrain.data.windows import collate_windows
 
     model = _demo_autoencoder()
     cfg = model.config
@@ -413,7 +413,7 @@ def test_autoencoder_training_step_on_cuda_matches_cpu(exact_fp32):
 
 
 def test_autoencoder_trains_with_the_engine_on_cuda_in_bf16():
-    from cinebrain.models.autoencoder_data import WindowDataset, collate_windows
+    from cinebrain.data.windows import WindowDataset, collate_windows
 
     model = _demo_autoencoder()
     cfg = model.config

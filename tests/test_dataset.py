@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
+import torch
 
 from cinebrain.data.dataset import check_run_timing, clean_responses, standardize_features
+from cinebrain.data.windows import WindowDataset, collate_windows
 from cinebrain.errors import InputError
 
 
@@ -63,3 +65,71 @@ def test_standardize_uses_training_rows_only():
     np.testing.assert_allclose(mean[0], X[:5, 0].mean())
     np.testing.assert_allclose(Z[:5, 0].mean(), 0, atol=1e-6)
     assert np.isfinite(Z).all()
+
+
+# --------------------------------------------------------------------------- windows (cinebrain.data.windows)
+
+
+def test_window_dataset_covers_each_tr_once_within_runs():
+    runs = [7, 5]
+    n = sum(runs)
+    X = np.arange(n, dtype=np.float32)[:, None] + 1  # row i holds i + 1
+    Y = np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
+    ds = WindowDataset({"text": X}, Y, runs, window=4, history=2, subject="s")
+    scored_rows = []
+    run_of = np.repeat([0, 1], runs)
+    for i in range(len(ds)):
+        it = ds[i]
+        rows = it["tr_index"][it["valid"]].numpy()
+        assert len(set(run_of[rows])) == 1  # never across a run boundary
+        assert np.all(it["text"][~it["valid"]].numpy() == 0)  # padding is zeros
+        torch.testing.assert_close(
+            it["text"][it["valid"], 0], torch.as_tensor(rows + 1.0, dtype=torch.float32)
+        )
+        # A scored TR has its full history in the window, or the window reaches the run start.
+        scored_rows += it["tr_index"][it["scored"]].tolist()
+    assert sorted(scored_rows) == list(range(n))
+    with pytest.raises(Exception, match="TRs"):
+        WindowDataset({"text": X[:-1]}, Y, runs, window=4, history=2)
+
+
+def test_batched_windows_equal_single_windows_and_collate_without_copying():
+    from torch.utils.data import DataLoader, default_collate
+
+    runs = [7, 5, 9]
+    n = sum(runs)
+    rng = np.random.default_rng(0)
+    inputs = {"text": rng.standard_normal((n, 3)).astype(np.float32),
+              "video": rng.standard_normal((n, 2, 4, 5)).astype(np.float32)}
+    Y = rng.standard_normal((n, 6)).astype(np.float32)
+    ds = WindowDataset(inputs, Y, runs, window=5, history=3, subject="s")
+    order = [4, 0, len(ds) - 1, 2, 2, -1]
+    items = ds.__getitems__(order)
+    for i, item in zip(order, items, strict=True):
+        single = ds[i]
+        assert item.keys() == single.keys() and item["subject"] == "s"
+        for key, value in single.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(item[key], value), key
+    batch = collate_windows(items)
+    reference = collate_windows([ds[i] for i in order])
+    for key, value in reference.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(batch[key], value), key
+            # the batch is the gathered array itself: item i is row i of it, no second copy
+            assert batch[key].data_ptr() == items[0][key].data_ptr()
+        else:
+            assert batch[key] == value
+    # collating items that are not consecutive rows of one array copies them, correctly
+    shuffled = collate_windows([items[1], items[0]])
+    assert torch.equal(shuffled["text"], torch.stack([items[1]["text"], items[0]["text"]]))
+    assert shuffled["text"].data_ptr() != items[0]["text"].data_ptr()
+    # any collate function sees ordinary items
+    assert torch.equal(default_collate(items)["responses"], reference["responses"])
+    # a DataLoader asks for whole batches and gets the same batches as item by item
+    loader = DataLoader(ds, batch_size=3, shuffle=False, collate_fn=collate_windows)
+    for b, got in enumerate(loader):
+        want = collate_windows([ds[i] for i in range(3 * b, min(3 * b + 3, len(ds)))])
+        assert torch.equal(got["video"], want["video"]) and torch.equal(got["valid"], want["valid"])
+    with pytest.raises(IndexError):
+        ds.__getitems__([0, len(ds)])

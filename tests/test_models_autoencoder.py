@@ -9,23 +9,24 @@ import numpy as np
 import pytest
 import torch
 
-from cinebrain.errors import ConfigError
+from cinebrain.data.windows import collate_windows
+from cinebrain.errors import ConfigError, InputError
 from cinebrain.models.autoencoder import (
     AutoencoderConfig,
-    CausalHRF,
     DecoderConfig,
     Lesion,
     MultimodalAutoencoder,
     predict_dataset,
-)
-from cinebrain.models.autoencoder_data import (
-    WindowDataset,
-    collate_windows,
-    multi_subject_dataset,
     windows_for,
 )
 from cinebrain.models.lesion import run_lesion, top_units
-from cinebrain.models.presets import SHERLOCK2017_TABLE, count_parameters, get_preset, preset_names
+from cinebrain.models.presets import (
+    SHERLOCK2017_TABLE,
+    get_preset,
+    module_parameters,
+    preset_names,
+    preset_parameters,
+)
 from cinebrain.nn.encoders import AudioEncoderConfig, TextEncoderConfig
 from cinebrain.nn.fusion import FusionConfig
 
@@ -36,8 +37,9 @@ torch.set_num_threads(1)
 
 
 def test_sherlock2017_matches_seed_table_on_meta_device():
-    counts = count_parameters("sherlock2017")
+    counts = preset_parameters("sherlock2017")
     assert counts == SHERLOCK2017_TABLE
+    assert preset_parameters(get_preset("sherlock2017")) == counts
     # Independent check of the seed's arithmetic for two modules (3x3 convs + BatchNorm).
     video_convs = sum(9 * a * b + b + 2 * b for a, b in [(3, 32), (32, 64), (64, 128), (128, 256)])
     assert counts["video"] == video_convs + 256 * 6 * 10 * 1024 + 1024
@@ -45,6 +47,10 @@ def test_sherlock2017_matches_seed_table_on_meta_device():
     with torch.device("meta"):
         model = MultimodalAutoencoder(get_preset("sherlock2017"))
     assert all(p.is_meta for p in model.parameters())  # 1.6 billion parameters, no memory
+    demo = MultimodalAutoencoder(get_preset("demo"))  # a built model counts the same
+    assert module_parameters(demo) == preset_parameters("demo")
+    assert module_parameters(demo)["total"] == sum(p.numel() for p in demo.parameters())
+    assert module_parameters(demo)["hrf"] == get_preset("demo").hrf_taps  # "learned"
 
 
 def test_sherlock2017_forward_shapes_on_meta_device():
@@ -154,26 +160,6 @@ def test_bad_inputs_are_named(demo_model):
 # --------------------------------------------------------------------------- causality
 
 
-@pytest.mark.parametrize("mode", ["fixed", "learned", "learned_per_unit"])
-def test_hrf_layer_is_causal_impulse(mode):
-    torch.manual_seed(0)
-    hrf = CausalHRF(n_taps=12, tr=1.5, mode=mode, dim=3)
-    if mode != "fixed":
-        with torch.no_grad():
-            hrf.kernel.normal_()  # any learned kernel must stay causal
-    W, t0 = 20, 7
-    z = torch.zeros(1, W, 3)
-    z[0, t0] = 1.0
-    y = hrf(z)[0, :, 0]
-    assert torch.all(y[:t0] == 0)  # nothing before the stimulus
-    k = hrf.kernel if hrf.kernel.ndim == 1 else hrf.kernel[0]
-    torch.testing.assert_close(y[t0 : t0 + 12], k.detach())
-    if mode == "fixed":
-        assert (
-            2 <= int(y.argmax()) - t0 <= 5
-        )  # canonical peak 3-7.5 s after the stimulus at TR 1.5 s
-
-
 def test_model_prediction_at_t_ignores_inputs_after_t(demo_model):
     cfg = demo_model.config
     demo_model.eval()
@@ -189,72 +175,23 @@ def test_model_prediction_at_t_ignores_inputs_after_t(demo_model):
         assert not torch.allclose(out[:, t + 1 :], base[:, t + 1 :])
 
 
-# --------------------------------------------------------------------------- data
+# --------------------------------------------------------------------------- windows
 
 
-def test_window_dataset_covers_each_tr_once_within_runs():
-    runs = [7, 5]
-    n = sum(runs)
-    X = np.arange(n, dtype=np.float32)[:, None] + 1  # row i holds i + 1
-    Y = np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
-    ds = WindowDataset({"text": X}, Y, runs, window=4, history=2, subject="s")
-    scored_rows = []
-    run_of = np.repeat([0, 1], runs)
-    for i in range(len(ds)):
-        it = ds[i]
-        rows = it["tr_index"][it["valid"]].numpy()
-        assert len(set(run_of[rows])) == 1  # never across a run boundary
-        assert np.all(it["text"][~it["valid"]].numpy() == 0)  # padding is zeros
-        torch.testing.assert_close(
-            it["text"][it["valid"], 0], torch.as_tensor(rows + 1.0, dtype=torch.float32)
-        )
-        # A scored TR has its full history in the window, or the window reaches the run start.
-        scored_rows += it["tr_index"][it["scored"]].tolist()
-    assert sorted(scored_rows) == list(range(n))
-    with pytest.raises(Exception, match="TRs"):
-        WindowDataset({"text": X[:-1]}, Y, runs, window=4, history=2)
-
-
-def test_batched_windows_equal_single_windows_and_collate_without_copying():
-    from torch.utils.data import DataLoader, default_collate
-
-    runs = [7, 5, 9]
-    n = sum(runs)
-    rng = np.random.default_rng(0)
-    inputs = {"text": rng.standard_normal((n, 3)).astype(np.float32),
-              "video": rng.standard_normal((n, 2, 4, 5)).astype(np.float32)}
-    Y = rng.standard_normal((n, 6)).astype(np.float32)
-    ds = WindowDataset(inputs, Y, runs, window=5, history=3, subject="s")
-    order = [4, 0, len(ds) - 1, 2, 2, -1]
-    items = ds.__getitems__(order)
-    for i, item in zip(order, items, strict=True):
-        single = ds[i]
-        assert item.keys() == single.keys() and item["subject"] == "s"
-        for key, value in single.items():
-            if isinstance(value, torch.Tensor):
-                assert torch.equal(item[key], value), key
-    batch = collate_windows(items)
-    reference = collate_windows([ds[i] for i in order])
-    for key, value in reference.items():
-        if isinstance(value, torch.Tensor):
-            assert torch.equal(batch[key], value), key
-            # the batch is the gathered array itself: item i is row i of it, no second copy
-            assert batch[key].data_ptr() == items[0][key].data_ptr()
-        else:
-            assert batch[key] == value
-    # collating items that are not consecutive rows of one array copies them, correctly
-    shuffled = collate_windows([items[1], items[0]])
-    assert torch.equal(shuffled["text"], torch.stack([items[1]["text"], items[0]["text"]]))
-    assert shuffled["text"].data_ptr() != items[0]["text"].data_ptr()
-    # any collate function sees ordinary items
-    assert torch.equal(default_collate(items)["responses"], reference["responses"])
-    # a DataLoader asks for whole batches and gets the same batches as item by item
-    loader = DataLoader(ds, batch_size=3, shuffle=False, collate_fn=collate_windows)
-    for b, got in enumerate(loader):
-        want = collate_windows([ds[i] for i in range(3 * b, min(3 * b + 3, len(ds)))])
-        assert torch.equal(got["video"], want["video"]) and torch.equal(got["valid"], want["valid"])
-    with pytest.raises(IndexError):
-        ds.__getitems__([0, len(ds)])
+def test_windows_for_checks_the_inputs_against_the_model(demo_model):
+    cfg = demo_model.config
+    n = 3 * cfg.window
+    inputs = {m: np.zeros((n, *s), np.float32) for m, s in cfg.input_shapes().items()}
+    ds = windows_for(cfg, inputs, np.zeros((n, 20), np.float32), [n], "sub-02")
+    assert (ds.window, ds.history, ds.subject, ds.n_voxels) == (cfg.window, cfg.history, "sub-02", 20)
+    with pytest.raises(InputError, match="smell"):
+        windows_for(cfg, {"smell": np.zeros((n, 3), np.float32)}, None, [n], "sub-01")
+    with pytest.raises(InputError, match="per-TR shape"):
+        windows_for(cfg, {"text": np.zeros((n, 7), np.float32)}, None, [n], "sub-01")
+    with pytest.raises(InputError, match="sub-09"):
+        windows_for(cfg, inputs, None, [n], "sub-09")
+    with pytest.raises(InputError, match="voxels"):
+        windows_for(cfg, inputs, np.zeros((n, 30), np.float32), [n], "sub-02")
 
 
 # --------------------------------------------------------------------------- learning
@@ -385,16 +322,6 @@ def test_top_unit_lesion_is_selective(trained, method):
 def test_mean_lesion_needs_means():
     with pytest.raises(ConfigError, match="unit_means"):
         Lesion(units=[0], mode="mean")
-
-
-def test_multi_subject_dataset_names_must_differ():
-    X, Y = {"text": np.zeros((4, 3), np.float32)}, np.zeros((4, 2), np.float32)
-    a = WindowDataset(X, Y, [4], 2, 1, subject="a")
-    assert len(multi_subject_dataset([a, WindowDataset(X, Y, [4], 2, 1, subject="b")])) == 2 * len(
-        a
-    )
-    with pytest.raises(Exception, match="duplicate"):
-        multi_subject_dataset([a, a])
 
 
 # --------------------------------------------------------------------------- writers

@@ -1,4 +1,4 @@
-"""cinebrain.nn: attention, encoders, readouts, parameter counts and the benchmark."""
+"""cinebrain.nn: attention, encoders, readouts, the causal HRF layer, parameter counts and the benchmark."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from cinebrain.nn import (
     AttentionPool,
     AudioEncoder,
     AudioEncoderConfig,
+    CausalHRF,
     ConvImageConfig,
     ConvImageEncoder,
     CrossAttention,
@@ -394,3 +395,47 @@ def test_benchmark_profiler_memory_counts_gradients():
     (row,) = benchmark_encoders(scale="tiny", batch_size=2, repeats=1, only=["image_conv"])
     assert row["memory"] == "profiler"
     assert row["peak_memory_mb"] * 2**20 >= 4 * row["params"]
+
+
+# --------------------------------------------------------------------------- HRF layer
+
+
+@pytest.mark.parametrize("mode", ["fixed", "learned", "learned_per_unit"])
+def test_hrf_layer_is_causal_impulse(mode):
+    torch.manual_seed(0)
+    hrf = CausalHRF(n_taps=12, tr=1.5, mode=mode, dim=3)
+    if mode != "fixed":
+        with torch.no_grad():
+            hrf.kernel.normal_()  # any learned kernel must stay causal
+    W, t0 = 20, 7
+    z = torch.zeros(1, W, 3)
+    z[0, t0] = 1.0
+    y = hrf(z)[0, :, 0]
+    assert torch.all(y[:t0] == 0)  # nothing before the stimulus
+    k = hrf.kernel if hrf.kernel.ndim == 1 else hrf.kernel[0]
+    torch.testing.assert_close(y[t0 : t0 + 12], k.detach())
+    if mode == "fixed":
+        assert (
+            2 <= int(y.argmax()) - t0 <= 5
+        )  # canonical peak 3-7.5 s after the stimulus at TR 1.5 s
+
+
+@pytest.mark.parametrize("model", ["spm", "glover"])
+def test_hrf_layer_kernel_is_the_timing_hrf(model):
+    from cinebrain.timing import hrf
+
+    layer = CausalHRF(n_taps=22, tr=1.5, mode="fixed", hrf_model=model)
+    want = hrf(1.5, model=model, time_length=22 * 1.5)  # 33 s: 22 lags
+    assert len(want) == 22
+    torch.testing.assert_close(layer.kernel, torch.as_tensor(want, dtype=torch.float32))
+    assert count_parameters(layer) == 0
+    assert count_parameters(CausalHRF(22, 1.5, "learned")) == 22
+    assert count_parameters(CausalHRF(22, 1.5, "learned_per_unit", dim=5)) == 5 * 22
+    z = torch.randn(2, 6, 3)
+    assert torch.equal(CausalHRF(22, 1.5, "none")(z), z)
+    valid = torch.ones(2, 6, dtype=torch.bool)
+    valid[:, :2] = False  # padding before a run start contributes nothing
+    out = layer(z, valid)
+    torch.testing.assert_close(out, layer(z * valid.unsqueeze(-1)))
+    with pytest.raises(ConfigError, match="hrf"):
+        CausalHRF(22, 1.5, "gamma")

@@ -14,7 +14,8 @@ Read top to bottom::
 The HRF layer is a causal FIR filter over the TR axis: the prediction at TR ``t`` uses
 bottleneck states at TRs ``t, t-1, ..., t-taps+1`` of the same window only, so a stimulus
 can never influence a response before it (the original implementation's convolution was
-anti-causal). It is initialised with the canonical HRF of :func:`cinebrain.timing.hrf`.
+anti-causal). It is :class:`cinebrain.nn.CausalHRF`, initialised with the canonical HRF
+of :func:`cinebrain.timing.hrf`.
 
 Losses are continuous because the targets are: brain loss is MSE on z-scored responses
 (or 1 - Pearson r over the batch), reconstruction is MSE for frames and mel spectra and
@@ -23,7 +24,7 @@ Losses are continuous because the targets are: brain loss is MSE on z-scored res
 The model follows the training-engine protocol of :mod:`cinebrain.train`:
 ``training_step(batch) -> {"loss": ...}``, ``validation_step(batch) -> dict`` and
 ``validation_epoch_end(outputs) -> {"val_r": ..., ...}``; batches are the dicts of
-:class:`cinebrain.models.autoencoder_data.WindowDataset`.
+:class:`cinebrain.data.windows.WindowDataset` (see :func:`windows_for`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from cinebrain.errors import ConfigError
+from cinebrain.data.windows import WindowDataset, collate_windows
+from cinebrain.errors import ConfigError, InputError
 from cinebrain.nn.common import check_choice, make_norm
 from cinebrain.nn.encoders import (
     AudioEncoder,
@@ -54,11 +56,11 @@ from cinebrain.nn.encoders import (
     ViTImageEncoder,
 )
 from cinebrain.nn.fusion import FusionConfig, MultimodalCombiner
+from cinebrain.nn.hrf import HRF_MODES, CausalHRF
 from cinebrain.nn.readouts import MultiSubjectHead
 
 __all__ = [
     "AutoencoderConfig",
-    "CausalHRF",
     "DecoderConfig",
     "EncoderConfig",
     "Lesion",
@@ -68,13 +70,13 @@ __all__ = [
     "input_shape",
     "pearson_from_stats",
     "predict_dataset",
+    "windows_for",
 ]
 
 EncoderConfig = (
     ConvImageConfig | ViTConfig | VideoEncoderConfig | AudioEncoderConfig | TextEncoderConfig
 )
 
-HRF_MODES = ("fixed", "learned", "learned_per_unit", "none")
 BRAIN_LOSSES = ("mse", "corr")
 RECON_LOSSES = ("mse", "cosine")
 PREDICT = ("all", "last")
@@ -141,75 +143,6 @@ def _apply_rows(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor)
     """Apply a module over the last axis of ``x (..., D)`` (flattening leading axes for BatchNorm)."""
     lead = x.shape[:-1]
     return module(x.reshape(-1, x.shape[-1])).reshape(*lead, -1)
-
-
-# --------------------------------------------------------------------------- HRF layer
-
-
-class CausalHRF(nn.Module):
-    """Causal FIR filter over TRs, initialised with the canonical HRF.
-
-    ``out[:, t] = sum_{k=0}^{taps-1} h[k] * z[:, t-k]`` with ``z`` zero before the window
-    (and at positions masked invalid). Only lags ``k >= 0`` carry weights, so the output at
-    TR ``t`` never depends on TRs after ``t``.
-
-    Parameters
-    ----------
-    n_taps : int
-        Kernel length in TRs (lags 0 .. n_taps-1).
-    tr : float
-        Repetition time, seconds (samples the canonical HRF).
-    mode : {"fixed", "learned", "learned_per_unit", "none"}
-        "fixed": the canonical kernel as a buffer (0 parameters); "learned": one kernel of
-        ``n_taps`` parameters shared by all units; "learned_per_unit": one kernel per
-        bottleneck unit (``dim * n_taps``); "none": identity (lag 0 only).
-    dim : int
-        Bottleneck units (needed for "learned_per_unit").
-    hrf_model : {"spm", "glover"}
-    """
-
-    def __init__(
-        self, n_taps: int, tr: float, mode: str = "fixed", dim: int = 1, hrf_model: str = "spm"
-    ):
-        super().__init__()
-        check_choice("hrf", mode, HRF_MODES)
-        self.mode = mode
-        self.n_taps = 1 if mode == "none" else int(n_taps)
-        kernel = torch.as_tensor(
-            canonical_hrf(tr, self.n_taps, hrf_model) if mode != "none" else [1.0],
-            dtype=torch.float32,
-        )
-        if mode == "learned":
-            self.kernel = nn.Parameter(kernel.clone())
-        elif mode == "learned_per_unit":
-            self.kernel = nn.Parameter(kernel.repeat(dim, 1))  # (D, taps)
-        else:
-            self.register_buffer("kernel", kernel)
-
-    def forward(self, z: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """``z (B, W, D)``, ``valid (B, W)`` bool or None -> ``(B, W, D)``, causal in W."""
-        if valid is not None:
-            z = z * valid.unsqueeze(-1).to(z.dtype)
-        if self.mode == "none":
-            return z
-        B, W, D = z.shape
-        h = self.kernel.to(z.dtype)
-        h = h.expand(D, -1) if h.ndim == 1 else h  # (D, taps)
-        x = F.pad(
-            z.transpose(1, 2), (self.n_taps - 1, 0)
-        )  # (B, D, taps-1+W): zeros before the window
-        # conv1d is cross-correlation: weight[j] multiplies x[t + j - (taps-1)], i.e. lag taps-1-j.
-        y = F.conv1d(x, h.flip(-1).unsqueeze(1), groups=D)  # (B, D, W)
-        return y.transpose(1, 2)
-
-
-def canonical_hrf(tr: float, n_taps: int, model: str = "spm") -> np.ndarray:
-    """Canonical HRF at TR resolution cut (or zero-padded) to ``n_taps`` lags, summing to 1."""
-    from cinebrain.timing import hrf
-
-    k = hrf(tr, model=model, time_length=max(n_taps * tr, tr))[:n_taps]
-    k = np.pad(k, (0, n_taps - len(k)))
-    return (k / k.sum()).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- decoders
@@ -962,12 +895,12 @@ class MultimodalAutoencoder(nn.Module):
 @torch.no_grad()
 def predict_dataset(
     model: MultimodalAutoencoder,
-    dataset: Any,
+    dataset: WindowDataset,
     lesion: Lesion | None = None,
     batch_size: int = 16,
     keep: Sequence[str] = ("voxels",),
 ) -> dict[str, Any]:
-    """Predict every TR of a :class:`~cinebrain.models.autoencoder_data.WindowDataset`, in TR order.
+    """Predict every TR of a :class:`~cinebrain.data.windows.WindowDataset`, in TR order.
 
     Each TR is taken from the window that scores it (full causal history).
 
@@ -981,8 +914,6 @@ def predict_dataset(
     dict with the kept arrays (float32) and ``recon_loss {mod: float}``: the mean
     reconstruction loss (MSE or 1 - cosine) over the TRs.
     """
-    from cinebrain.models.autoencoder_data import collate_windows
-
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -1028,6 +959,45 @@ def predict_dataset(
         model.train(was_training)
     out["recon_loss"] = {m: v / max(n_total, 1) for m, v in recon_sum.items()}
     return out
+
+
+def windows_for(
+    config: AutoencoderConfig,
+    inputs: Mapping[str, np.ndarray],
+    responses: np.ndarray | None,
+    run_lengths: Sequence[int],
+    subject: str,
+) -> WindowDataset:
+    """A :class:`WindowDataset` with the window and history a model config needs.
+
+    Checks that the inputs are the config's modalities with its per-TR shapes.
+    """
+    shapes = config.input_shapes()
+    unknown = sorted(set(inputs) - set(shapes))
+    if unknown:
+        raise InputError(
+            "inputs",
+            f"modalities {unknown} have no encoder in the model",
+            f"use a subset of {sorted(shapes)}",
+        )
+    for name, x in inputs.items():
+        if tuple(x.shape[1:]) != shapes[name]:
+            raise InputError(
+                f"inputs[{name!r}]",
+                f"per-TR shape {tuple(x.shape[1:])} disagrees with the model's {shapes[name]}",
+                "reshape the features, or change the encoder config",
+            )
+    if subject not in config.n_voxels:
+        raise InputError(
+            "subject", f"{subject!r} has no voxel head", f"use one of {sorted(config.n_voxels)}"
+        )
+    if responses is not None and responses.shape[1] != config.n_voxels[subject]:
+        raise InputError(
+            "responses",
+            f"{subject} has {responses.shape[1]} voxels but the model's head has {config.n_voxels[subject]}",
+            "set n_voxels from the data",
+        )
+    return WindowDataset(inputs, responses, run_lengths, int(config.window), config.history, subject)
 
 
 def pearson_from_stats(st: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from cinebrain.data.windows import WindowDataset, collate_windows
 from cinebrain.errors import ConfigError
 from cinebrain.metrics import pearson_r
 from cinebrain.models.autoencoder import (
@@ -28,7 +29,6 @@ from cinebrain.models.autoencoder import (
     MultimodalAutoencoder,
     predict_dataset,
 )
-from cinebrain.models.autoencoder_data import WindowDataset, collate_windows
 
 __all__ = ["Lesion", "LesionResult", "bottleneck_stats", "run_lesion", "top_units"]
 

@@ -13,7 +13,7 @@
                    benchmark.
 =================  ==========================================================================
 
-``count_parameters(config)`` builds the model on ``torch.device("meta")``: shapes and
+``preset_parameters(config_or_name)`` builds the model on ``torch.device("meta")``: shapes and
 parameter counts without storage, so the 1.6-billion-parameter seed model is counted in
 milliseconds and no memory.
 """
@@ -29,12 +29,20 @@ import torch
 
 from cinebrain.errors import ConfigError
 from cinebrain.models.autoencoder import AutoencoderConfig, DecoderConfig, MultimodalAutoencoder
+from cinebrain.nn.common import count_parameters
 from cinebrain.nn.encoders import AudioEncoderConfig, ConvImageConfig, TextEncoderConfig
 from cinebrain.nn.fusion import FusionConfig
 
-__all__ = ["PRESETS", "SHERLOCK2017_TABLE", "count_parameters", "get_preset", "preset_names"]
+__all__ = [
+    "PRESETS",
+    "SHERLOCK2017_TABLE",
+    "get_preset",
+    "module_parameters",
+    "preset_names",
+    "preset_parameters",
+]
 
-#: Seed 000's per-module parameter table (keys as returned by :func:`count_parameters`).
+#: Seed 000's per-module parameter table (keys as returned by :func:`preset_parameters`).
 SHERLOCK2017_TABLE: dict[str, int] = {
     "video": 16_119_040,
     "audio": 556_032,
@@ -195,8 +203,9 @@ def get_preset(name: str, **overrides: Any) -> AutoencoderConfig:
     return config
 
 
-def count_parameters(config: AutoencoderConfig | str) -> dict[str, int]:
-    """Parameters per module, counted on the meta device (no memory allocated).
+def preset_parameters(config: AutoencoderConfig | str) -> dict[str, int]:
+    """Parameters per module of a preset (by name) or config, counted on the meta device
+    (no memory allocated).
 
     Returns ``{modality: encoder, "fusion", "bottleneck", "hrf" (if learned), "voxel_head"
     (shared hidden layers + every subject's head), "decoder" (if any), "total"}``.
@@ -209,18 +218,14 @@ def count_parameters(config: AutoencoderConfig | str) -> dict[str, int]:
 
 
 def module_parameters(model: MultimodalAutoencoder) -> dict[str, int]:
-    """Per-module parameter counts of a built model (see :func:`count_parameters`)."""
-
-    def n(module: torch.nn.Module | None) -> int:
-        return 0 if module is None else sum(p.numel() for p in module.parameters())
-
-    counts = {m: n(e) for m, e in model.encoders.items()}
-    counts["fusion"] = n(model.combiner)
-    counts["bottleneck"] = n(model.bottleneck)
-    if n(model.hrf):
-        counts["hrf"] = n(model.hrf)
-    counts["voxel_head"] = n(model.voxel_hidden) + n(model.heads)
+    """Per-module parameter counts of a built model (keys as :func:`preset_parameters`)."""
+    counts = {m: count_parameters(e) for m, e in model.encoders.items()}
+    counts["fusion"] = count_parameters(model.combiner)
+    counts["bottleneck"] = count_parameters(model.bottleneck)
+    if count_parameters(model.hrf):
+        counts["hrf"] = count_parameters(model.hrf)
+    counts["voxel_head"] = count_parameters(model.voxel_hidden) + count_parameters(model.heads)
     if model.decoders is not None:
-        counts["decoder"] = n(model.decoders)
-    counts["total"] = sum(p.numel() for p in model.parameters())
+        counts["decoder"] = count_parameters(model.decoders)
+    counts["total"] = count_parameters(model)
     return counts

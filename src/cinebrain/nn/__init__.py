@@ -1,7 +1,8 @@
 """cinebrain.nn: reusable layers for deep encoding models.
 
 Attention and transformer blocks (PyTorch SDPA), modality encoders (image, video, audio,
-text), multimodal fusion, and voxel readouts; each module is configured by a dataclass.
+text), multimodal fusion, voxel readouts and the causal HRF layer; each module is
+configured by a dataclass or its arguments.
 No dataset or training code lives here (see ``cinebrain.models`` / ``cinebrain.train``).
 """
 
@@ -30,6 +31,7 @@ from cinebrain.nn.encoders import (
     ViTImageEncoder,
 )
 from cinebrain.nn.fusion import FusionConfig, MultimodalCombiner
+from cinebrain.nn.hrf import CausalHRF
 from cinebrain.nn.readouts import LinearVoxelHead, MultiSubjectHead
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "AttentionPool",
     "AudioEncoder",
     "AudioEncoderConfig",
+    "CausalHRF",
     "ConvImageConfig",
     "ConvImageEncoder",
     "CrossAttention",

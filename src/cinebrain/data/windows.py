@@ -1,8 +1,8 @@
-"""Windows of consecutive TRs for the multimodal autoencoder.
+"""Torch datasets of windows of consecutive TRs, for deep models with a causal HRF layer.
 
-The autoencoder predicts the response at TR ``t`` from the stimulus at TRs ``<= t`` through
-a causal HRF layer with ``history + 1`` taps. A window therefore carries ``history`` TRs of
-context before the TRs it is *scored* on. Windows are cut within one run, never across a
+A model that predicts the response at TR ``t`` from the stimulus at TRs ``<= t`` through
+a causal HRF layer with ``history + 1`` taps (:class:`cinebrain.nn.CausalHRF`) needs
+``history`` TRs of context before the TRs it is *scored* on; a window carries them. Windows are cut within one run, never across a
 run boundary: before a run starts the subject saw nothing of the movie, so positions
 before the run's first TR are zero padding (``valid`` False), which is exactly what the
 causal convolution of :func:`cinebrain.timing.convolve_hrf` assumes at a run start.
@@ -14,24 +14,21 @@ scored TR per window (its last).
 
 Inputs are arrays already on the TR grid (stimulus features averaged per TR, e.g. by
 :func:`cinebrain.timing.resample`), *not* HRF-convolved: the model's HRF layer does that.
-Responses are cleaned and z-scored per voxel.
+Responses are cleaned and z-scored per voxel. A model checks the modalities and shapes
+against its own configuration (e.g. :func:`cinebrain.models.autoencoder.windows_for`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import Dataset
 
 from cinebrain.errors import InputError
 
-if TYPE_CHECKING:
-    from cinebrain.models.autoencoder import AutoencoderConfig
-
-__all__ = ["WindowDataset", "collate_windows", "multi_subject_dataset", "windows_for"]
+__all__ = ["WindowDataset", "collate_windows"]
 
 
 class WindowDataset(Dataset):
@@ -182,60 +179,6 @@ class WindowDataset(Dataset):
         item["tr_index"] = torch.from_numpy(rows.astype(np.int64))
         item["subject"] = self.subject
         return item
-
-
-def windows_for(
-    config: AutoencoderConfig,
-    inputs: Mapping[str, np.ndarray],
-    responses: np.ndarray | None,
-    run_lengths: Sequence[int],
-    subject: str,
-) -> WindowDataset:
-    """A :class:`WindowDataset` with the window and history a model config needs.
-
-    Checks that the inputs are the config's modalities with its per-TR shapes.
-    """
-    shapes = config.input_shapes()
-    unknown = sorted(set(inputs) - set(shapes))
-    if unknown:
-        raise InputError(
-            "inputs",
-            f"modalities {unknown} have no encoder in the model",
-            f"use a subset of {sorted(shapes)}",
-        )
-    for name, x in inputs.items():
-        if tuple(x.shape[1:]) != shapes[name]:
-            raise InputError(
-                f"inputs[{name!r}]",
-                f"per-TR shape {tuple(x.shape[1:])} disagrees with the model's {shapes[name]}",
-                "reshape the features, or change the encoder config",
-            )
-    if subject not in config.n_voxels:
-        raise InputError(
-            "subject", f"{subject!r} has no voxel head", f"use one of {sorted(config.n_voxels)}"
-        )
-    if responses is not None and responses.shape[1] != config.n_voxels[subject]:
-        raise InputError(
-            "responses",
-            f"{subject} has {responses.shape[1]} voxels but the model's head has {config.n_voxels[subject]}",
-            "set n_voxels from the data",
-        )
-    return WindowDataset(
-        inputs, responses, run_lengths, int(config.window), config.history, subject
-    )
-
-
-def multi_subject_dataset(datasets: Sequence[WindowDataset]) -> ConcatDataset:
-    """Concatenate one :class:`WindowDataset` per subject; items carry their subject name.
-
-    Batches may mix subjects; use :func:`collate_windows` when their voxel counts differ.
-    """
-    names = [d.subject for d in datasets]
-    if len(set(names)) != len(names):
-        raise InputError(
-            "subjects", f"duplicate subject names {names}", "give each dataset its own subject"
-        )
-    return ConcatDataset(list(datasets))
 
 
 def collate_windows(items: Sequence[dict]) -> dict:
