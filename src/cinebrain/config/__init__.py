@@ -1,0 +1,157 @@
+"""Run configuration: every CLI option, also as a YAML file, validated with pydantic.
+
+One module per pipeline's section (:mod:`features`, :mod:`ridge`, :mod:`autoencoder`);
+the training engine's settings are a section of each deep family, in the engine's own
+schema (:class:`cinebrain.train.TrainConfig`). Unknown keys are rejected with the allowed
+names; bad values name the key and what is allowed. Precedence: defaults < YAML config <
+command-line options. Paths are made absolute on loading (relative to the config file,
+or to the working folder for command-line options), so a saved config reads the same
+files from anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from cinebrain._files import hash_inputs, write_text
+from cinebrain.config.autoencoder import AUTOENCODER_TRAINING, AutoencoderRunConfig
+from cinebrain.config.base import Section
+from cinebrain.config.features import FeaturesConfig
+from cinebrain.config.ridge import AlignmentConfig, EvaluateConfig, ModelConfig, SplitConfig
+from cinebrain.errors import ConfigError
+
+__all__ = [
+    "AUTOENCODER_TRAINING",
+    "AlignmentConfig",
+    "AutoencoderRunConfig",
+    "EvaluateConfig",
+    "FeaturesConfig",
+    "ModelConfig",
+    "RunConfig",
+    "Section",
+    "SplitConfig",
+    "config_error",
+    "load_config",
+    "save_config",
+    "section_hash",
+]
+
+#: Keys holding file paths, made absolute on loading.
+PATH_KEYS = (("study",), ("out",), ("evaluate", "rois"))
+
+
+class RunConfig(Section):
+    """A whole run: study -> features -> fit -> evaluate -> report."""
+
+    study: str = Field(..., description="study YAML file")
+    out: str = Field("cinebrain-runs/run", description="run folder")
+    subjects: list[str] | None = Field(None, description="subjects to use (null: all)")
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    alignment: AlignmentConfig = Field(default_factory=AlignmentConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    autoencoder: AutoencoderRunConfig = Field(default_factory=AutoencoderRunConfig)
+    report: bool = Field(True, description="build report.html")
+    progress: bool = Field(True, description="progress bars")
+
+
+def _allowed(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names allowed at ``loc`` (a pydantic error location) inside ``model``."""
+    current: Any = model
+    for part in loc[:-1]:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            break
+        field = current.model_fields.get(str(part))
+        if field is None:
+            break
+        current = field.annotation
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def config_error(where: str, exc: ValidationError, model: type[BaseModel]) -> ConfigError:
+    """One-line :class:`ConfigError` from the first pydantic error."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed(model, loc)
+        section = ".".join(str(p) for p in loc[:-1]) or "top level"
+        return ConfigError(
+            where,
+            f"unknown key '{loc[-1]}' in {section}",
+            f"allowed keys: {', '.join(allowed)}",
+        )
+    if err["type"] == "missing":
+        return ConfigError(where, f"missing required key '{key}'", "add it")
+    return ConfigError(
+        where, f"bad value for '{key}': {err['msg']} (got {err.get('input')!r})", "fix the value"
+    )
+
+
+def load_config(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML run config (optional), apply dotted-key ``overrides``, validate."""
+    data: dict[str, Any] = {}
+    where = str(path) if path else "command line"
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(p, "config file not found", "check the path")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            line = getattr(getattr(e, "problem_mark", None), "line", None)
+            at = f" at line {line + 1}" if line is not None else ""
+            raise ConfigError(p, f"not valid YAML{at}", "fix the syntax") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(p, "a config must be a mapping of keys to values", "see `cinebrain fit --help`")
+        data = loaded
+        _absolute_paths(data, p.parent)
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(where, f"'{part}' is not a section", "fix the config")
+        if tuple(parts) in PATH_KEYS and isinstance(value, str):
+            value = os.path.abspath(value)  # a command-line path: relative to the working folder
+        node[parts[-1]] = value
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise config_error(where, e, RunConfig) from None
+
+
+def _absolute_paths(data: dict[str, Any], base: Path) -> None:
+    """Make the path keys of a loaded config file absolute, relative to ``base``."""
+    for key in PATH_KEYS:
+        node: Any = data
+        for part in key[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(key[-1]), str):
+            value = node[key[-1]]
+            if not os.path.isabs(value):
+                node[key[-1]] = str((base / value).resolve())
+
+
+def section_hash(config: RunConfig, *sections: str) -> str:
+    """A hash of the named sections of ``config`` (a stage's manifest records the hash of
+    what it depends on)."""
+    dump = config.model_dump(mode="json")
+    return hash_inputs(*[[name, dump.get(name)] for name in sections])
+
+
+def save_config(config: RunConfig, path: str | os.PathLike) -> Path:
+    """Write the resolved config as YAML, atomically."""
+    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return write_text(path, text)

@@ -1,0 +1,92 @@
+"""The ridge pipeline's sections: ``alignment``, ``model``, ``split``, ``evaluate``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from cinebrain.config.base import Section
+
+
+class AlignmentConfig(Section):
+    """How features meet the TR grid."""
+
+    hrf: Literal["spm", "glover", "fir"] = Field("spm", description="canonical HRF or FIR delays")
+    delays: list[int] = Field(
+        default_factory=lambda: [1, 2, 3, 4], description="FIR delays in TRs (hrf: fir)"
+    )
+    high_pass: float | None = Field(
+        1.0 / 128, ge=0, description="cosine high-pass of responses (Hz); null: none"
+    )
+
+    @field_validator("delays")
+    @classmethod
+    def _delays(cls, v: list[int]) -> list[int]:
+        if not v or min(v) < 0:
+            raise ValueError("delays must be a non-empty list of TRs >= 0")
+        return v
+
+
+class ModelConfig(Section):
+    """The linear encoding model."""
+
+    kind: Literal["banded", "ridge"] = Field("banded", description="banded ridge or ridge")
+    bands: dict[str, list[str]] | None = Field(
+        None,
+        description="band name -> feature spaces (null: one band per modality: visual, "
+        "auditory, text, annotations)",
+    )
+    alpha_min: float = Field(1e-1, gt=0, description="smallest ridge alpha")
+    alpha_max: float = Field(1e7, gt=0, description="largest ridge alpha")
+    n_alphas: int = Field(15, ge=1, le=200, description="alphas, log-spaced")
+    n_iter: int = Field(20, ge=1, le=1000, description="banded ridge: band-weight candidates")
+    cv_folds: int = Field(5, ge=2, le=50, description="contiguous CV folds on training runs")
+    backend: Literal["numpy", "torch"] = Field("numpy", description="solver backend")
+    device: str = Field("cpu", description="torch device (cpu, cuda)")
+
+
+class SplitConfig(Section):
+    """Held-out data."""
+
+    scheme: Literal["held_out", "leave_one_run_out"] = Field(
+        "held_out",
+        description="held_out: fit on the other runs, score test_runs; leave_one_run_out: "
+        "each run predicted by a model fit on the others (every TR scored), the saved "
+        "model refit on all runs",
+    )
+    test_runs: list[str] | None = Field(
+        None, description="run names held out (null: last run); with leave_one_run_out only "
+        "the autoencoder uses them",
+    )
+
+
+class EvaluateConfig(Section):
+    """Scores, ceilings, significance, partitioning."""
+
+    ceiling: Literal["auto", "subjects", "repeats", "none"] = Field(
+        "auto", description="noise ceiling from repeats or across subjects"
+    )
+    null: Literal["phase", "block"] = Field(
+        "phase", description="which null the significance test uses: phase-randomised "
+        "surrogates of the prediction (keeps its spectrum) or shuffled blocks of block_s",
+    )
+    runs: Literal["auto", "pooled", "separate"] = Field(
+        "auto", description="how held-out runs are tested: pooled (r over all held-out TRs, "
+        "null drawn within each run) or separate (each run on its own, p-values combined by "
+        "the Cauchy combination); auto: separate under leave-one-run-out, whose runs are "
+        "predicted by models fit on each other's responses (their r are dependent and a "
+        "pooled null is too narrow), pooled otherwise",
+    )
+    n_permutations: int = Field(
+        1000, ge=0, le=100000,
+        description="surrogates (null: phase) or block permutations (null: block) of the "
+        "prediction (0: no significance test)",
+    )
+    block_s: float = Field(12.0, gt=0, description="permutation block length (s) for null: block; longer than the noise autocorrelation, short enough for many distinct permutations")
+    fdr: float = Field(0.05, gt=0, lt=1, description="false discovery rate")
+    variance_partitioning: bool = Field(
+        True, description="refit on subsets of bands for unique/shared variance"
+    )
+    rois: str | None = Field(None, description="label NIfTI in the mask's space")
+    roi_labels: dict[int, str] | None = Field(None, description="label value -> ROI name")

@@ -1,0 +1,231 @@
+"""A study's runs in time, its voxel mask and its responses, as plain functions.
+
+Each run is placed on its own TR grid from its segment and scan offset; streams of
+different lengths are never warped onto each other: a disagreement is an error unless the
+study's ``length_policy`` says ``truncate``. Everything here works from a
+:class:`cinebrain.io.study.Study` (``load_study("study.yaml")``), with no run folder.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from cinebrain.errors import InputError
+from cinebrain.features.base import FeatureSpace
+from cinebrain.io.study import Run, Study, load_study
+
+__all__ = [
+    "TAIL_TOLERANCE_S",
+    "RunTiming",
+    "check_run_timing",
+    "load_responses",
+    "load_study",
+    "repeated_runs",
+    "run_timings",
+    "run_volumes",
+    "select_subjects",
+    "study_mask",
+]
+
+#: Responses may run this long past the end of the stimulus (the HRF tail) before a
+#: length disagreement is suspected.
+TAIL_TOLERANCE_S = 60.0
+
+
+@dataclass(frozen=True)
+class RunTiming:
+    """Where one run sits in time.
+
+    Attributes
+    ----------
+    subject, name : str
+    n_trs : int
+        Volumes used from this run.
+    segment : (float, float)
+        Stimulus seconds ``[start, end)`` shown in the run.
+    offset : float
+        Scan seconds at which the segment started.
+    """
+
+    subject: str
+    name: str
+    n_trs: int
+    segment: tuple[float, float]
+    offset: float
+
+
+def check_run_timing(
+    where: str,
+    subject: str,
+    name: str,
+    n_trs: int,
+    tr: float,
+    segment: tuple[float, float],
+    offset: float,
+    stimulus_duration: float,
+    policy: str = "error",
+) -> RunTiming:
+    """Validate that a run's responses and the stimulus segment it showed agree in length.
+
+    ``policy="truncate"`` cuts the longer stream to the shorter one (segment end clipped to
+    the stimulus or to the scan; surplus volumes past the HRF tail dropped) instead of
+    raising. Nothing is ever stretched.
+    """
+    start, end = float(segment[0]), float(segment[1])
+    label = f"subject {subject} run {name}"
+    if end > stimulus_duration + tr:
+        if policy != "truncate":
+            raise InputError(
+                where,
+                f"{label} shows stimulus seconds {start:g}-{end:g} but the stimulus is only "
+                f"{stimulus_duration:.2f} s long",
+                "correct the run's segment, or set length_policy: truncate to use what exists",
+            )
+        end = stimulus_duration
+    scanned = n_trs * tr
+    needed = offset + (end - start)
+    if scanned + tr < needed:
+        if policy != "truncate":
+            raise InputError(
+                where,
+                f"{label} has {n_trs} volumes ({scanned:.1f} s at TR {tr:g} s) but its segment "
+                f"needs {needed:.1f} s (offset {offset:g} s + {end - start:g} s of stimulus)",
+                "correct segment/offset/tr in the study file, or set length_policy: truncate "
+                "to use only the scanned part",
+            )
+        end = start + max(0.0, scanned - offset)
+    if scanned > needed + TAIL_TOLERANCE_S:
+        if policy != "truncate":
+            raise InputError(
+                where,
+                f"{label} has {n_trs} volumes ({scanned:.1f} s) but its segment ends at "
+                f"{needed:.1f} s of scan time; more than {TAIL_TOLERANCE_S:g} s of responses "
+                "have no stimulus",
+                "correct segment/offset/tr in the study file, or set length_policy: truncate "
+                "to drop the surplus volumes",
+            )
+        n_trs = int(math.ceil((needed + TAIL_TOLERANCE_S / 2) / tr))
+    if end <= start:
+        raise InputError(where, f"{label} has no stimulus left after truncation", "check its segment")
+    return RunTiming(subject, name, int(n_trs), (start, end), float(offset))
+
+
+def select_subjects(study: Study, subjects: Sequence[str] | None = None,
+                    where: str = "subjects") -> list[str]:
+    """``subjects`` checked against the study (None: all of them, in the study's order)."""
+    names = list(study.subjects)
+    if not subjects:
+        return names
+    unknown = [s for s in subjects if s not in study.subjects]
+    if unknown:
+        raise InputError(where, f"subject(s) {', '.join(unknown)} not in the study",
+                         f"choose from {', '.join(names)}")
+    return list(subjects)
+
+
+def _run_source(study: Study, run: Run):
+    return study.resolve(run.bold or run.responses)
+
+
+def run_volumes(study: Study, run: Run) -> int:
+    """Number of volumes (TRs) of a run, from the NIfTI header or the array's shape.
+
+    A NIfTI whose header states a TR other than the study's is an error.
+    """
+    if run.bold:
+        from cinebrain.io.nifti import check_tr, load_bold
+
+        path = study.resolve(run.bold)
+        img = load_bold(path)
+        check_tr(img, study.tr, path)
+        return int(img.shape[3])
+    from cinebrain.io.arrays import read_timeseries
+
+    return int(read_timeseries(study.resolve(run.responses), key=run.key).shape[0])
+
+
+def run_timings(study: Study, subject: str, spaces: Mapping[str, FeatureSpace],
+                sources: Mapping[str, str] | None = None) -> list[RunTiming]:
+    """Validated timing of every run of ``subject`` against the stimulus streams.
+
+    Every run's responses must fit its segment (:func:`check_run_timing`) and every
+    feature space must cover every run's segment (a stream that stops early, e.g. an
+    audio file shorter than the movie, is an error unless ``length_policy: truncate``,
+    which cuts the segment to what every stream covers).
+    """
+    from cinebrain.data.coverage import check_coverage
+
+    if not spaces:
+        raise InputError(study.root, "no feature spaces", "extract features first")
+    duration = max(fs.end for fs in spaces.values())
+    out = []
+    for run in study.subjects[subject].runs:
+        out.append(check_run_timing(
+            str(_run_source(study, run)), subject, run.name, run_volumes(study, run), study.tr,
+            tuple(run.segment), run.offset, duration, study.length_policy,
+        ))
+    return check_coverage(spaces, out, study.tr, policy=study.length_policy, sources=sources)
+
+
+def study_mask(study: Study, subjects: Sequence[str] | None = None, log=None):
+    """The voxel mask every subject shares (a nibabel image), or None for ROI / array
+    responses: the study's ``mask``, or one computed from every BOLD run of ``subjects``."""
+    from cinebrain.io.nifti import compute_mask, load_bold, load_mask
+
+    bolds = [study.resolve(r.bold) for s in select_subjects(study, subjects)
+             for r in study.subjects[s].runs if r.bold]
+    if not bolds:
+        return None
+    if study.mask:
+        return load_mask(study.resolve(study.mask), like=load_bold(bolds[0]))
+    mask = compute_mask(bolds)
+    if log is not None:
+        log(f"  computed mask: {int(np.asarray(mask.dataobj).sum())} voxels from {len(bolds)} runs")
+    return mask
+
+
+def load_responses(study: Study, subject: str, timings: Sequence[RunTiming], mask=None) -> np.ndarray:
+    """Raw responses of ``subject``, runs stacked: ``(sum n_trs, n_targets)`` float32.
+
+    BOLD runs are masked with ``mask`` (:func:`study_mask`); ROI / array runs are read as
+    they are. Each run is cut to its timing's ``n_trs``.
+    """
+    parts = []
+    runs = study.subjects[subject].runs
+    for run, timing in zip(runs, timings, strict=True):
+        if run.bold:
+            from cinebrain.io.nifti import apply_mask, load_bold
+
+            if mask is None:
+                raise InputError(study.resolve(run.bold), "a BOLD run needs a mask",
+                                 "pass study_mask(study)")
+            path = study.resolve(run.bold)
+            Y = apply_mask(load_bold(path), mask, path_for_errors=path)
+        else:
+            from cinebrain.io.arrays import read_timeseries
+
+            Y = read_timeseries(study.resolve(run.responses), key=run.key)
+        parts.append(Y[: timing.n_trs])
+    n_targets = {p.shape[1] for p in parts}
+    if len(n_targets) > 1:
+        raise InputError(
+            _run_source(study, runs[0]),
+            f"subject {subject}'s runs have different numbers of targets {sorted(n_targets)}",
+            "give every run the same voxels / ROIs",
+        )
+    return np.concatenate(parts, axis=0).astype(np.float32, copy=False)
+
+
+def repeated_runs(timings: Sequence[RunTiming]) -> list[int]:
+    """Indices of the largest group of runs that show the same segment (for a noise
+    ceiling from repeats); empty when no segment is shown twice."""
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(timings):
+        key = (round(t.segment[0], 3), round(t.segment[1], 3), t.offset, t.n_trs)
+        groups.setdefault(key, []).append(i)
+    repeated = [g for g in groups.values() if len(g) >= 2]
+    return max(repeated, key=len) if repeated else []
