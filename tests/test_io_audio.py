@@ -104,3 +104,98 @@ def test_non_finite_audio(tmp_path):
     with pytest.raises(InputError, match="NaN or infinite") as e:
         read_audio(path, sr=None)
     _check_one_line(e, path)
+
+
+def _cut(path: Path, fraction: float = 0.5) -> Path:
+    data = path.read_bytes()
+    cut = path.with_name(f"cut_{path.name}")
+    cut.write_bytes(data[: int(len(data) * fraction)])
+    return cut
+
+
+@pytest.mark.parametrize(
+    ("ext", "subtype"), [(".wav", "PCM_16"), (".wav", "FLOAT"), (".aiff", "PCM_16")]
+)
+def test_truncated_pcm_file_is_refused(tmp_path, ext, subtype):
+    """libsndfile quietly reads a cut WAV/AIFF as shorter audio: the header says more."""
+    full = tmp_path / f"s{ext}"
+    sf.write(full, _tone(16000, 2.0), 16000, subtype=subtype)
+    assert len(read_audio(full, sr=None)[0]) == 32000
+    cut = _cut(full)
+    with pytest.raises(InputError, match=r"truncated: its header declares 2\.00 s") as e:
+        read_audio(cut)
+    msg = _check_one_line(e, cut)
+    assert "holds only 1.00 s" in msg and "re-export or re-download" in msg
+
+
+def test_wav_header_edge_cases_are_not_truncation(tmp_path):
+    import struct
+
+    path = tmp_path / "s.wav"
+    sf.write(path, _tone(16000, 0.5), 16000)
+    data = bytearray(path.read_bytes())
+    i = data.find(b"data")
+    # a chunk after the sound data (metadata) is not a size mismatch
+    tail = data + b"LIST" + struct.pack("<I", 4) + b"INFO"
+    tail[4:8] = struct.pack("<I", len(tail) - 8)
+    (tmp_path / "tail.wav").write_bytes(bytes(tail))
+    assert len(read_audio(tmp_path / "tail.wav", sr=None)[0]) == 8000
+    # a streamed WAV whose writer never filled in the size (0xFFFFFFFF) is read as is
+    open_size = bytearray(data)
+    open_size[i + 4 : i + 8] = struct.pack("<I", 0xFFFFFFFF)
+    (tmp_path / "open.wav").write_bytes(bytes(open_size))
+    assert len(read_audio(tmp_path / "open.wav", sr=None)[0]) == 8000
+
+
+@pytest.mark.parametrize("ext", [".flac", ".ogg"])
+def test_truncated_compressed_file_is_refused(tmp_path, ext):
+    full = tmp_path / f"s{ext}"
+    sf.write(full, _tone(16000, 2.0), 16000)
+    cut = _cut(full)
+    with pytest.raises(InputError, match="truncated or corrupt") as e:
+        read_audio(cut)
+    _check_one_line(e, cut)
+
+
+def _movie(path: Path, options: dict | None = None) -> Path:
+    sr_in, fps, n = 8000, 10, 30
+    rng = np.random.default_rng(0)
+    frames = (rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(n))
+    return write_video(
+        path, frames, fps, (64, 48), audio=_tone(sr_in, n / fps), sr=sr_in, options=options
+    )
+
+
+@pytest.mark.parametrize(
+    ("ext", "options"), [(".mp4", {"movflags": "faststart"}), (".mkv", None), (".avi", None)]
+)
+def test_truncated_soundtrack_is_refused(tmp_path, ext, options):
+    """A movie cut at three quarters: the soundtrack stops long before its declared end."""
+    full = _movie(tmp_path / f"m{ext}", options)
+    x, sr = read_audio(full, sr=None)
+    assert abs(len(x) / sr - 3.0) < 0.25
+    cut = _cut(full, 0.75)
+    with pytest.raises(InputError, match=r"soundtrack is truncated or corrupt after [\d.]+ s") as e:
+        read_audio(cut)
+    assert "re-export or re-download" in _check_one_line(e, cut)
+
+
+def test_empty_file_and_folder(tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match=r"empty \(0 bytes\)") as e:
+        read_audio(empty)
+    _check_one_line(e, empty)
+    folder = tmp_path / "sound.wav"
+    folder.mkdir()
+    with pytest.raises(InputError, match="is a folder") as e:
+        read_audio(folder)
+    _check_one_line(e, folder)
+
+
+def test_garbage_flac_has_no_sampling_rate(tmp_path):
+    path = tmp_path / "x.flac"
+    path.write_text("not audio at all\n" * 10)
+    with pytest.raises(InputError) as e:
+        read_audio(path)
+    _check_one_line(e, path)

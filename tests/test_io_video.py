@@ -202,3 +202,15 @@ def test_empty_file(tmp_path):
     with pytest.raises(InputError, match=r"empty \(0 bytes\)") as e:
         VideoReader(path)
     _one_line(e, path)
+
+
+def test_truncated_avi_without_index(tmp_path):
+    """A cut AVI loses its index and FFmpeg recomputes its duration from what is left: the
+    header's frame count still tells the truncation."""
+    full = write_video(tmp_path / "full.avi", _frames(), FPS, SIZE)
+    assert len(list(VideoReader(full).iter_frames(size=(16, 12)))) == N_FRAMES
+    cut = _cut_in_half(full, tmp_path / "cut.avi")
+    with pytest.raises(InputError, match=r"truncated or corrupt after \d+ frames") as e:
+        for _ in VideoReader(cut).iter_frames(size=(16, 12)):
+            pass
+    assert "of a declared 3." in _one_line(e, cut)

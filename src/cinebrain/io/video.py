@@ -143,6 +143,7 @@ class VideoReader:
         else:
             duration = 0.0
         n_frames = int(stream.frames or 0)
+        self._header_frames = n_frames
         if n_frames <= 0:
             n_frames = int(round(duration * self.fps))
         if duration <= 0 and n_frames > 0:
@@ -230,9 +231,12 @@ class VideoReader:
         if n == 0:
             raise self._truncated(0, 0.0, "no frame could be decoded")
         covered = t + 1.0 / self.fps
-        if self.duration - covered > _truncation_tolerance(self.duration, self.fps):
+        # The header's frame count survives truncation where the duration may not (an AVI
+        # without its index recomputes the duration from what is left).
+        declared = max(self.duration, self._header_frames / self.fps)
+        if declared - covered > _truncation_tolerance(declared, self.fps):
             raise self._truncated(
-                n, t, f"the stream ends at {covered:.2f} s of a declared {self.duration:.2f} s"
+                n, t, f"the stream ends at {covered:.2f} s of a declared {declared:.2f} s"
             )
 
     def _truncated(self, n: int, t: float, reason: str) -> InputError:
