@@ -75,13 +75,133 @@ def test_load_bold_not_nifti(tmp_path):
 
 
 def test_truncated_bold_data(tmp_path):
-    path = _bold(tmp_path / "run.nii")
+    """A cut .nii.gz has an intact header: the damage is found when its data are read."""
+    path = _bold(tmp_path / "run.nii.gz")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     img = load_bold(path)  # the header is intact
     with pytest.raises(InputError, match="truncated or corrupt") as e:
         apply_mask(img, np.ones(SHAPE, bool), path_for_errors=path)
     _msg(e, path)
+    with pytest.raises(InputError, match="truncated or corrupt") as e:
+        compute_mask([path])
+    _msg(e, path)
+
+
+def test_truncated_uncompressed_bold_found_from_the_header(tmp_path):
+    """A cut .nii is shorter than its header says: refused before any data are read."""
+    path = _bold(tmp_path / "run.nii")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    for call in (load_bold, nifti.load_bold_header, lambda p: compute_mask([p])):
+        with pytest.raises(InputError, match=r"BOLD file is truncated: its header describes") as e:
+            call(path)
+        assert "complete volume(s) of 20" in _msg(e, path)
+    with pytest.raises(InputError, match="mask file is truncated") as e:
+        load_mask(path)
+    _msg(e, path)
+
+
+@pytest.mark.parametrize("kind", ["empty", "folder", "text", "missing"])
+def test_bad_paths_are_input_errors(tmp_path, kind):
+    """Every reader of NIfTI files answers a bad path with one line, never a traceback."""
+    path = tmp_path / "run.nii.gz"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "text":
+        path.write_text("not an image\n" * 50)
+    match = {
+        "empty": r"empty \(0 bytes\)",
+        "folder": "is a folder",
+        "text": "cannot be read as a NIfTI image",
+        "missing": "not found",
+    }[kind]
+    good = _bold(tmp_path / "good.nii.gz")
+    calls = {
+        "load_bold": lambda: load_bold(path),
+        "load_bold_header": lambda: nifti.load_bold_header(path),
+        "load_mask": lambda: load_mask(path, like=nifti.load_bold_header(good)),
+        "compute_mask": lambda: compute_mask([good, path]),
+    }
+    for name, call in calls.items():
+        with pytest.raises(InputError, match=match) as e:
+            call()
+        assert str(path) in _msg(e, path), name
+
+
+def test_load_bold_header_is_lazy_and_validates(tmp_path):
+    img = nifti.load_bold_header(_bold(tmp_path / "run.nii.gz"))
+    assert img.shape == (*SHAPE, 20) and not img.in_memory
+    vol = tmp_path / "vol.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones(SHAPE, np.float32), AFFINE), vol)
+    with pytest.raises(InputError, match="got 3D") as e:
+        nifti.load_bold_header(vol)
+    _msg(e, vol)
+
+
+def test_non_numeric_image_is_refused(tmp_path):
+    path = tmp_path / "rgb.nii.gz"
+    rgb = np.zeros(SHAPE, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, AFFINE), path)
+    with pytest.raises(InputError, match="not real numbers") as e:
+        load_mask(path)
+    _msg(e, path)
+
+
+def _with_tr(path: Path, value: float | None, unit: str | None) -> Path:
+    img = nib.load(_bold(path))
+    if value is not None:
+        img.header.set_zooms((3.0, 3.0, 3.0, value))
+    if unit is not None:
+        img.header.set_xyzt_units("mm", unit)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "stated"),
+    [
+        (2.0, "sec", 2.0),
+        (2000.0, "msec", 2.0),
+        (2e6, "usec", 2.0),
+        (2.01, "sec", 2.01),  # within 1 %
+        (2.0, None, 2.0),  # no unit: seconds
+        (2000.0, None, 2.0),  # no unit, in milliseconds
+        (1.0, None, None),  # nibabel's default: a placeholder, not a TR
+        (0.0, "sec", None),  # unset
+        (None, None, None),  # never set
+    ],
+)
+def test_check_tr_accepts(tmp_path, value, unit, stated):
+    path = _with_tr(tmp_path / "run.nii.gz", value, unit)
+    img = load_bold(path, tr=2.0)
+    result = nifti.check_tr(img, 2.0, path)
+    assert result == (pytest.approx(stated) if stated is not None else None)
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "shown"),
+    [
+        (2.5, "sec", "2.5 sec"),
+        (1.0, "sec", "1 sec"),  # 1.0 *with* a unit is a statement
+        (2500.0, "msec", "2500 msec"),
+        (2.03, "sec", "2.03 sec"),  # more than 1 % off
+        (3.0, None, "no unit"),
+    ],
+)
+def test_check_tr_refuses_a_different_tr(tmp_path, value, unit, shown):
+    path = _with_tr(tmp_path / "run.nii.gz", value, unit)
+    img = load_bold(path)
+    with pytest.raises(InputError, match="the NIfTI header states a TR of") as e:
+        nifti.check_tr(img, 2.0, path)
+    msg = _msg(e, path)
+    assert shown in msg and "the study's tr is 2 s" in msg
+    assert "correct tr in the study file, or the header" in msg
+    with pytest.raises(InputError, match="states a TR"):
+        load_bold(path, tr=2.0)
+    assert nifti.header_tr(img) is not None
 
 
 def test_compute_mask_logic(tmp_path):
@@ -229,3 +349,16 @@ def test_load_mask(tmp_path):
     with pytest.raises(InputError, match="must be 3D") as e:
         load_mask(four)
     _msg(e, four)
+
+
+def test_apply_mask_with_a_damaged_mask_image(tmp_path):
+    """A mask opened by hand (nibabel, lazily) from a cut file: its read error is one line."""
+    mask_path = tmp_path / "mask.nii.gz"
+    noise = np.random.default_rng(0).integers(0, 2, (40, 40, 40), dtype=np.uint8)  # big
+    nib.save(nib.Nifti1Image(noise, AFFINE), mask_path)  # enough that the header survives
+    data = mask_path.read_bytes()
+    mask_path.write_bytes(data[: len(data) // 2])
+    img = load_bold(_bold(tmp_path / "run.nii.gz"))
+    with pytest.raises(InputError, match="mask data are truncated or corrupt") as e:
+        apply_mask(img, nib.load(mask_path))
+    _msg(e, mask_path)

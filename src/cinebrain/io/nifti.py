@@ -18,7 +18,7 @@ import numpy as np
 from cinebrain.errors import InputError
 
 _NIFTI_TYPES = (nib.Nifti1Image, nib.Nifti2Image)
-_READ_ERRORS = (EOFError, OSError, zlib.error, ValueError)
+_READ_ERRORS = (EOFError, OSError, zlib.error, ValueError, TypeError)
 _CHUNK_VALUES = 2**25  # values per block of volumes read at once (~128 MB as float32)
 _MASK_FIX = "remove these voxels from the mask or leave `mask: null` so cinebrain computes one"
 
@@ -31,11 +31,21 @@ def _where(img: nib.spatialimages.SpatialImage, path: str | os.PathLike | None) 
 
 def _load_nifti(path: str | os.PathLike, what: str) -> nib.spatialimages.SpatialImage:
     path = Path(path)
+    if path.is_dir():
+        raise InputError(
+            path,
+            f"is a folder, not a {what} file",
+            f"give the path of the {what} .nii/.nii.gz file",
+        )
     if not path.is_file():
         raise InputError(
             path,
             f"{what} file not found",
             "check the path (paths in a study file are relative to its folder)",
+        )
+    if path.stat().st_size == 0:
+        raise InputError(
+            path, f"the {what} file is empty (0 bytes)", "re-export or re-download the file"
         )
     try:
         img = nib.load(str(path))
@@ -51,26 +61,143 @@ def _load_nifti(path: str | os.PathLike, what: str) -> nib.spatialimages.Spatial
             f"is a {type(img).__name__}, not a NIfTI image",
             "convert it to .nii.gz, e.g. nibabel.save(nibabel.Nifti1Image(img.get_fdata(), img.affine), 'x.nii.gz')",
         )
+    dtype = img.header.get_data_dtype()
+    if dtype.kind not in "biuf":
+        raise InputError(
+            path,
+            f"the {what} image holds {dtype} values, not real numbers",
+            "save it with a numeric data type (e.g. float32)",
+        )
+    _check_file_size(img, path, what)
     return img
 
 
-def load_bold(path: str | os.PathLike) -> nib.Nifti1Image:
-    """Open a 4D BOLD series lazily and validate its header.
+def _check_file_size(img: nib.spatialimages.SpatialImage, path: Path, what: str) -> None:
+    """An uncompressed ``.nii`` must hold every byte its header describes (a cheap test of
+    truncation; a ``.nii.gz`` is only found truncated when its data are read)."""
+    if path.name.lower().endswith(".gz"):
+        return
+    offset = getattr(img.dataobj, "offset", None)  # where the data start (the header's
+    if offset is None:  # vox_offset may read 0 for a single .nii file)
+        return
+    offset = int(offset)
+    shape = img.shape
+    per_volume = int(np.prod(shape[:3])) * img.header.get_data_dtype().itemsize
+    expected = offset + per_volume * int(np.prod(shape[3:]))
+    size = path.stat().st_size
+    if size < expected:
+        whole = max(0, size - offset) // per_volume if per_volume else 0
+        extra = f" ({whole} complete volume(s) of {shape[3]})" if len(shape) == 4 else ""
+        raise InputError(
+            path,
+            f"the {what} file is truncated: its header describes {expected} bytes, the file "
+            f"holds {size}{extra}",
+            "re-export or re-download the file",
+        )
+
+
+#: Seconds per unit of the NIfTI time field (``xyzt_units``).
+_TIME_UNITS = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
+
+
+def header_tr(img: nib.spatialimages.SpatialImage) -> float | None:
+    """The repetition time the NIfTI header states, in seconds, or ``None`` if it states none.
+
+    ``pixdim[4]`` is read with the time unit of ``xyzt_units`` (s, ms or µs). It is
+    ``None`` (unknown) when the field is 0, negative or not finite, when the image has no
+    time axis, when the unit is spectral (Hz, ppm, rad/s), and when the field is exactly
+    1.0 with no unit: that is the value nibabel (and many converters) write when nobody set
+    the TR, so it is a placeholder, not a statement. Any other value without a unit is
+    taken as seconds (see :func:`check_tr` for milliseconds).
+    """
+    header = img.header
+    if len(img.shape) < 4 or not hasattr(header, "get_xyzt_units"):
+        return None
+    try:
+        raw = float(header["pixdim"][4])
+        unit = header.get_xyzt_units()[1]
+    except (KeyError, IndexError, ValueError, TypeError):
+        return None
+    if not np.isfinite(raw) or raw <= 0:
+        return None
+    raw = float(f"{raw:.7g}")  # the header stores float32: 2.01, not 2.009999990463257
+    if unit in _TIME_UNITS:
+        return raw * _TIME_UNITS[unit]
+    if unit == "unknown" and raw != 1.0:
+        return raw
+    return None
+
+
+def check_tr(
+    img: nib.spatialimages.SpatialImage, tr: float, where: str | os.PathLike | None = None
+) -> float | None:
+    """Check that a BOLD header's TR agrees with the study's ``tr`` (within 1 %).
 
     Parameters
     ----------
-    path : str or PathLike
-        ``.nii`` / ``.nii.gz`` file, shape (x, y, z, time).
+    img : nibabel image
+        A 4D BOLD series (only the header is read).
+    tr : float
+        The study's repetition time, seconds.
+    where : path, optional
+        File named in the error (default: the image's file name).
 
     Returns
     -------
-    nibabel image
-        Data not yet read (``img.shape[3]`` is the number of volumes).
+    float or None
+        The header's TR in seconds, or ``None`` when the header states none.
 
     Raises
     ------
     InputError
-        Missing file, not NIfTI, not 4D, or fewer than 2 volumes.
+        The header states a TR that differs from ``tr`` by more than 1 %.
+
+    Notes
+    -----
+    A header that states no TR never fails (``pixdim[4]`` of 0, or spectral units).
+    ``pixdim[4] == 1.0`` *without a time unit* is not checked either: it is nibabel's
+    default for an image saved without zooms, so it says nothing about the
+    acquisition, and refusing it would refuse most hand-made files. A value without a
+    unit is read as seconds, and also accepted when it matches ``tr`` in milliseconds
+    (e.g. 2000 for a TR of 2 s, as old Analyze converters wrote it). With a unit (s, ms,
+    µs) the value is converted and must match.
+    """
+    if not tr or tr <= 0:
+        raise ValueError(f"tr must be > 0 s, got {tr}")
+    stated = header_tr(img)
+    if stated is None:
+        return None
+
+    def close(value: float) -> bool:
+        return abs(value - tr) <= 0.01 * tr
+
+    if close(stated):
+        return stated
+    unit = img.header.get_xyzt_units()[1]
+    if unit == "unknown" and close(stated * 1e-3):
+        return stated * 1e-3
+    raw = float(img.header["pixdim"][4])
+    stated_as = f"{raw:g} {unit}" if unit != "unknown" else f"{raw:g}, no unit: read as seconds"
+    raise InputError(
+        _where(img, where),
+        f"the NIfTI header states a TR of {stated:g} s (pixdim[4] = {stated_as}) but the "
+        f"study's tr is {tr:g} s",
+        "correct tr in the study file, or the header (e.g. img.header.set_zooms(...) with "
+        "the TR in seconds and img.header.set_xyzt_units(t='sec'))",
+    )
+
+
+def load_bold_header(path: str | os.PathLike) -> nib.Nifti1Image:
+    """A validated BOLD series with no data read: the header checks of :func:`load_bold`.
+
+    Use it wherever only the grid (shape, affine) or the number of volumes is needed,
+    e.g. the ``like=`` of :func:`load_mask`.
+
+    Raises
+    ------
+    InputError
+        Missing, empty or folder path, not NIfTI, non-numeric data, an uncompressed file
+        shorter than its header, not 4D, or fewer than 2 volumes.
     """
     img = _load_nifti(path, "BOLD")
     shape = img.shape
@@ -92,6 +219,34 @@ def load_bold(path: str | os.PathLike) -> nib.Nifti1Image:
             f"the BOLD series has {shape[3]} volume(s); at least 2 are needed",
             "pass one 4D file per run with all its volumes",
         )
+    return img
+
+
+def load_bold(path: str | os.PathLike, tr: float | None = None) -> nib.Nifti1Image:
+    """Open a 4D BOLD series lazily and validate its header.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        ``.nii`` / ``.nii.gz`` file, shape (x, y, z, time).
+    tr : float, optional
+        The study's TR in seconds: when given, the header's TR must agree
+        (:func:`check_tr`).
+
+    Returns
+    -------
+    nibabel image
+        Data not yet read (``img.shape[3]`` is the number of volumes).
+
+    Raises
+    ------
+    InputError
+        Missing, empty or folder path, not NIfTI, truncated (uncompressed files), not 4D,
+        fewer than 2 volumes, or a header TR other than ``tr``.
+    """
+    img = load_bold_header(path)
+    if tr is not None:
+        check_tr(img, tr, path)
     return img
 
 
@@ -310,7 +465,15 @@ def apply_mask(
         Grid mismatch, or voxels inside the mask that are NaN/inf or constant over time.
     """
     where = _where(img, path_for_errors)
-    mask_bool = _mask_array(mask)
+    try:
+        mask_bool = _mask_array(mask)
+    except _READ_ERRORS as e:
+        mask_where = mask.get_filename() if hasattr(mask, "get_filename") else None
+        raise InputError(
+            mask_where or "mask",
+            f"the mask data are truncated or corrupt ({type(e).__name__})",
+            "re-export the mask, or leave `mask: null` so cinebrain computes one",
+        ) from None
     if len(img.shape) != 4:
         raise InputError(
             where,
