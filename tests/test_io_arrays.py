@@ -126,3 +126,48 @@ def test_file_errors(tmp_path):
     _fails(tmp_path / "bad.npy", "cannot be read")
     (tmp_path / "bad.h5").write_text("not hdf5")
     _fails(tmp_path / "bad.h5", "cannot be read as HDF5")
+
+
+@pytest.mark.parametrize("ext", [".npy", ".npz", ".csv", ".tsv", ".mat", ".h5"])
+def test_empty_file_and_folder(tmp_path, ext):
+    empty = tmp_path / f"empty{ext}"
+    empty.write_bytes(b"")
+    _fails(empty, r"empty \(0 bytes\)")
+    folder = tmp_path / f"folder{ext}"
+    folder.mkdir()
+    _fails(folder, "is a folder")
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_truncated_npz(tmp_path, Y, compressed):
+    path = tmp_path / "y.npz"
+    (np.savez_compressed if compressed else np.savez)(path, y=np.tile(Y, (20, 1)))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert "re-export" in _fails(path, "cannot be read, truncated or corrupt")
+
+
+def test_truncated_mat(tmp_path, Y):
+    path = tmp_path / "y.mat"
+    scipy.io.savemat(path, {"y": np.tile(Y, (20, 1))})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    _fails(path, "cannot be read as a MATLAB file")
+
+
+def test_mat_without_variables(tmp_path):
+    path = tmp_path / "none.mat"
+    scipy.io.savemat(path, {})
+    _fails(path, "contains no variable")
+
+
+def test_corrupt_hdf5_chunk(tmp_path):
+    path = tmp_path / "y.h5"
+    values = np.random.default_rng(0).random((200, 30))
+    with h5py.File(path, "w") as f:
+        f.create_dataset("y", data=values, chunks=(20, 30), compression="gzip")
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 200] = bytes(200)
+    path.write_bytes(bytes(data))
+    _fails(path, "cannot be read")

@@ -8,6 +8,8 @@ One reader, :func:`read_timeseries`, for ``.npy``, ``.npz``, ``.csv``/``.tsv``, 
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,8 @@ from cinebrain.errors import InputError
 
 ARRAY_EXTENSIONS = (".npy", ".npz", ".csv", ".tsv", ".txt", ".mat", ".h5", ".hdf5")
 _KEY_FIX = "set key: in the run's entry of the study file"
+# What numpy, scipy, h5py and zipfile raise on a damaged file.
+_READ_ERRORS = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
 def _pick(path: Path, names: list[str], key: str | None, what: str) -> str:
@@ -149,15 +153,24 @@ def read_timeseries(path: str | os.PathLike, key: str | None = None) -> np.ndarr
     Raises
     ------
     InputError
-        Missing file, unknown extension, ambiguous or missing key, non-numeric data, not
-        2D, fewer than 2 rows, a column with NaN/inf, or a constant column.
+        Missing, empty or folder path, unknown extension, a damaged file, ambiguous or
+        missing key, non-numeric data, not 2D, fewer than 2 rows, a column with NaN/inf,
+        or a constant column.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(
+            path, "is a folder, not a responses file", "give the path of the responses file"
+        )
     if not path.is_file():
         raise InputError(
             path,
             "responses file not found",
             "check the path (paths in a study file are relative to its folder)",
+        )
+    if path.stat().st_size == 0:
+        raise InputError(
+            path, "the responses file is empty (0 bytes)", "re-export or re-download the file"
         )
     suffix = path.suffix.lower()
     try:
@@ -179,10 +192,11 @@ def read_timeseries(path: str | os.PathLike, key: str | None = None) -> np.ndarr
             )
     except InputError:
         raise
-    except (ValueError, OSError, EOFError) as e:
+    except _READ_ERRORS as e:
         raise InputError(
             path,
-            f"cannot be read ({type(e).__name__}: {' '.join(str(e).split())})",
+            f"cannot be read, truncated or corrupt? ({type(e).__name__}: "
+            f"{' '.join(str(e).split())})",
             "re-export the file",
         ) from None
     return validate_timeseries(data, path)
