@@ -38,17 +38,6 @@ def lengths_from_run_index(run_index: np.ndarray) -> list[int]:
     return [int(b - a) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-def split_by_runs(run_index: np.ndarray, test_runs: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of training TRs (runs not in ``test_runs``) and test TRs (runs in it)."""
-    run_index = np.asarray(run_index)
-    is_test = np.isin(run_index, np.asarray(list(test_runs), dtype=run_index.dtype))
-    if not is_test.any():
-        raise ValueError(f"no TR belongs to test runs {list(test_runs)}")
-    if is_test.all():
-        raise ValueError("every run is a test run; keep at least one run for training")
-    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
-
-
 def contiguous_folds(
     n_samples: int,
     n_folds: int = 5,
@@ -57,31 +46,43 @@ def contiguous_folds(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """K folds of contiguous validation blocks, with a gap removed from training.
 
+    The one fold function of cinebrain: the run pipeline and the estimators of
+    :mod:`cinebrain.linear` (``cv=int``) both use it.
+
     Parameters
     ----------
     n_samples : int
         Number of TRs.
     n_folds : int
-        Number of folds (contiguous validation blocks of near-equal length).
+        Number of folds. Block ``k`` is ``[round(k n / K), round((k + 1) n / K))``, so
+        blocks have near-equal lengths and every TR is validated exactly once.
     gap : int
         TRs removed from the training set on each side of a validation block, so no
-        training TR shares HRF history with a validation TR. Gaps stop at run
-        boundaries (runs are independent scans), and are shrunk if they would leave less
-        than half of the remaining data for training.
+        training TR shares HRF history with a validation TR (for fMRI,
+        ``gap_trs(tr)`` = ceil(32 s / TR)). Gaps stop at run boundaries (runs are
+        independent scans), and are shrunk to ``(n_samples - n_samples // n_folds) // 4``
+        if larger, so that training keeps at least half of the remaining data.
     run_index : ndarray, shape (n_samples,), optional
-        Run of each TR.
+        Run of each TR (default: one run).
 
     Returns
     -------
     list of (train_idx, val_idx)
+        Sorted integer indices.
     """
+    if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)):
+        raise ValueError(f"n_folds must be an int, got {n_folds!r}")
     if n_folds < 2:
         raise ValueError(f"n_folds must be >= 2, got {n_folds}")
     if n_samples < 2 * n_folds:
-        raise ValueError(f"{n_samples} samples are too few for {n_folds} folds")
+        raise ValueError(f"{n_samples} samples are too few for {n_folds} folds "
+                         f"(at least {2 * n_folds} needed)")
     if run_index is None:
         run_index = np.zeros(n_samples, dtype=int)
     run_index = np.asarray(run_index)
+    if run_index.shape != (n_samples,):
+        raise ValueError(f"run_index must have one run per sample, shape ({n_samples},), "
+                         f"got {run_index.shape}")
     bounds = np.linspace(0, n_samples, n_folds + 1).round().astype(int)
     block = n_samples // n_folds
     gap = int(max(0, min(gap, (n_samples - block) // 4)))
@@ -100,12 +101,3 @@ def contiguous_folds(
             excluded[after[run_index[after] == run_index[b - 1]]] = True
         folds.append((idx[~excluded], val))
     return folds
-
-
-def run_folds(run_index: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Leave-one-run-out folds (no gap needed: runs are separate scans)."""
-    run_index = np.asarray(run_index)
-    runs = np.unique(run_index)
-    if runs.size < 2:
-        raise ValueError("leave-one-run-out needs at least two runs")
-    return [(np.flatnonzero(run_index != r), np.flatnonzero(run_index == r)) for r in runs]
