@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel
 
 from cinebrain import __version__
-from cinebrain.config import RunConfig, load_config, save_config
+from cinebrain.config import RunConfig, load_config
 from cinebrain.errors import InputError
 
 _SKIP = {"study", "out"}
@@ -95,13 +95,10 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
 def _stage(name: str):
     def run(args: argparse.Namespace) -> int:
         config = _config_from_args(args)
-        from cinebrain import workflow
+        from cinebrain.pipelines import ridge
 
-        out = Path(config.out)
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.yaml")
-        print(f"[{name}] run folder {out}")
-        getattr(workflow, {"features": "extract_features"}.get(name, name))(config)
+        print(f"[{name}] run folder {config.out}")
+        getattr(ridge, name)(config)
         return 0
 
     return run
@@ -109,35 +106,37 @@ def _stage(name: str):
 
 def _cmd_run(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
-    from cinebrain import workflow
+    from cinebrain.pipelines import ridge
 
     print(f"run folder {config.out}")
-    workflow.run_all(config)
+    ridge.run_all(config)
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
-    from cinebrain import deep
+    from cinebrain.pipelines import autoencoder
 
-    deep.check(config)  # a bad preset, modality or shape fails before the run folder changes
-    out = Path(config.out)
-    save_config(config, out / "config.yaml")
-    print(f"[train] autoencoder in {out / deep.AE_DIR}")
-    deep.train(config, resume=args.resume)
+    autoencoder.check(config)  # a bad preset, modality or shape fails before any work
+    print(f"[train] autoencoder in {config.out}")
+    autoencoder.train(config, resume=args.resume)
     return 0
 
 
 def _run_config(run: Path) -> RunConfig:
-    if not (run / "config.yaml").is_file():
-        raise InputError(run, "not a run folder (no config.yaml)", "give the folder `cinebrain train` wrote")
-    return load_config(run / "config.yaml", {"out": str(run.resolve())})
+    from cinebrain.pipelines.runfolder import RunFolder
+
+    folder = RunFolder(run)
+    if not folder.config.is_file():
+        raise InputError(run, "not a run folder (no config.yaml)",
+                         "give the folder a cinebrain stage wrote")
+    return load_config(folder.config, {"out": str(run.resolve())})
 
 
 def _cmd_lesion(args: argparse.Namespace) -> int:
     run = Path(args.run)
     config = _run_config(run)
-    from cinebrain import deep
+    from cinebrain.pipelines import autoencoder
 
     top = None
     if args.top_k_for_roi:
@@ -146,7 +145,7 @@ def _cmd_lesion(args: argparse.Namespace) -> int:
             top = (roi, int(k))
         except ValueError:
             raise InputError("--top-k-for-roi", f"K must be an integer, got {k!r}", "e.g. --top-k-for-roi visual 16") from None
-    deep.lesion(config, modalities=args.modalities or (), units=args.units or (), top_k_for_roi=top,
+    autoencoder.lesion(config, modalities=args.modalities or (), units=args.units or (), top_k_for_roi=top,
                 mode=args.mode, name=args.name)
     return 0
 
@@ -169,12 +168,10 @@ def _cmd_bench_encoders(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from cinebrain.report import build_report
+    config = _run_config(Path(args.run))
+    from cinebrain.pipelines import ridge
 
-    run = Path(args.run)
-    if not (run / "summary.json").is_file():
-        raise InputError(run, "not a finished run folder (no summary.json)", "run `cinebrain evaluate` first")
-    print(build_report(run))
+    ridge.report(config)
     return 0
 
 
@@ -203,8 +200,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (the full usage is what ``--help`` is for)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cinebrain",
         description="Predict brain activity from naturalistic stimuli: features, voxelwise "
         "encoding models, per-voxel scores against a noise ceiling, brain maps and reports.",
@@ -289,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except InputError as e:
         print(f"cinebrain: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        # a value the user chose that the library cannot work with (e.g. too few TRs
+        # for the folds): one line, like every other user error
+        print(f"cinebrain: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cinebrain: interrupted", file=sys.stderr)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from cinebrain.config import RunConfig
+from cinebrain.pipelines.runfolder import RunFolder
 
 #: Demo bands: one per modality of the simulated study.
 DEMO_BANDS = {
@@ -50,9 +51,8 @@ def demo_config(study: Path, out: Path) -> RunConfig:
 
 def run_demo(data: str | Path = "cinebrain-demo/study", out: str | Path = "cinebrain-demo/run",
              quick: bool = False) -> dict:
-    from cinebrain import deep
     from cinebrain.data.simulate import simulate_study
-    from cinebrain.workflow import report, run_all
+    from cinebrain.pipelines import autoencoder, ridge
 
     t0 = time.perf_counter()
     data, out = Path(data), Path(out)
@@ -64,20 +64,20 @@ def run_demo(data: str | Path = "cinebrain-demo/study", out: str | Path = "cineb
     else:
         print(f"[simulate] using the existing study {study}")
     config = demo_config(study, out)
-    summary = run_all(config.model_copy(update={"report": False}))
+    summary = ridge.run_all(config.model_copy(update={"report": False}))
     _verdict(summary)
     t1 = time.perf_counter()
     print("[autoencoder]")
-    data = deep.prepare(config)
-    ae = deep.train(config, data=data)
+    data = autoencoder.prepare(config)
+    ae = autoencoder.train(config, data=data)
     for modality in config.autoencoder.lesion_modalities:
-        deep.lesion(config, modalities=[modality], data=data)
+        autoencoder.lesion(config, modalities=[modality], data=data)
     summary["autoencoder"] = ae
     summary["stage_seconds"]["autoencoder"] = round(time.perf_counter() - t1, 1)
     if config.report:
         print("[report]")
-        report(config)
-    print(f"done in {time.perf_counter() - t0:.0f} s; open {out / 'report.html'}")
+        ridge.report(config)
+    print(f"done in {time.perf_counter() - t0:.0f} s; open {RunFolder(out).report}")
     return summary
 
 

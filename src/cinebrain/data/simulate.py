@@ -62,10 +62,19 @@ import numpy as np
 from cinebrain.errors import InputError
 from cinebrain.metrics import pearson_r
 
-__all__ = ["simulate_study", "MODALITIES", "REGIONS"]
+__all__ = ["simulate_study", "truth_modality_file", "MODALITIES", "REGIONS"]
 
 #: Codes used in ``modality.nii.gz`` / ``modality.npy``.
 MODALITIES: dict[int, str] = {0: "none", 1: "visual", 2: "auditory", 3: "language"}
+
+
+
+def truth_modality_file(study_root: str | Path) -> Path | None:
+    """The ground-truth modality map of a simulated study in ``study_root`` (codes
+    :data:`MODALITIES`, on the study's grid), or None for a study that is not simulated."""
+    path = Path(study_root) / "ground_truth" / "modality.nii.gz"
+    return path if path.is_file() else None
+
 
 #: Driven regions: MNI spheres (centre mm, radius mm) or the occipital slab.
 REGIONS: dict[str, dict[str, Any]] = {

@@ -1,0 +1,420 @@
+"""The ridge pipeline: features -> fit -> evaluate -> report, one stage at a time.
+
+Each stage reads the outputs of the stages before it from the run folder
+(:class:`~cinebrain.pipelines.runfolder.RunFolder`) and commits its own in one step, or
+leaves the folder as it was. The science is in the library: feature extraction
+(:func:`cinebrain.features.extract_stimulus_features`), a subject's design
+(:func:`cinebrain.data.subject_design`), the outer cross-validation
+(:func:`cinebrain.linear.fit_encoding_model`), scores, ceilings and significance
+(:mod:`cinebrain.evaluate`), and the report (:mod:`cinebrain.report`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from cinebrain import __version__
+from cinebrain._files import atomic_path, save_npy, write_json, write_text
+from cinebrain.config import RunConfig, save_config, section_hash
+from cinebrain.errors import InputError
+from cinebrain.pipelines.runfolder import RunFolder, StagedFolder
+
+Log = Callable[[str], None]
+
+
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# --------------------------------------------------------------------------- shared
+def load(config: RunConfig):
+    """The study of a run config."""
+    from cinebrain.data.study import load_study
+
+    return load_study(config.study)
+
+
+def run_subjects(config: RunConfig, study) -> list[str]:
+    from cinebrain.data.study import select_subjects
+
+    return select_subjects(study, config.subjects, where=f"{config.study}: subjects")
+
+
+def feature_kwargs(config: RunConfig) -> dict:
+    """The features section as arguments of :func:`extract_stimulus_features`."""
+    f = config.features
+    return {"video": tuple(f.video), "audio": tuple(f.audio),
+            "annotation_text": f.annotation_text, "annotation_columns": f.annotation_columns,
+            "transcript": tuple(f.transcript), "video_size": tuple(f.video_size),
+            "pixel_size": tuple(f.pixel_size), "n_mels": f.n_mels, "audio_sr": f.audio_sr}
+
+
+def read_features(run: RunFolder):
+    """The feature spaces and mask of the current ``features`` stage."""
+    import nibabel as nib
+
+    from cinebrain.features.stimulus import load_feature_spaces
+
+    m = run.require("features")
+    spaces = load_feature_spaces(run.features_dir)
+    mask = nib.load(run.mask) if run.mask.relative_to(run.root).as_posix() in m.files else None
+    return m, spaces, mask
+
+
+def check_subjects(config: RunConfig, study, manifest) -> list[str]:
+    """The run's subjects, which the ``features`` stage must have prepared (its mask)."""
+    subjects = run_subjects(config, study)
+    missing = [s for s in subjects if s not in manifest.info.get("subjects", [])]
+    if missing:
+        raise InputError(config.out, f"the features stage did not prepare {', '.join(missing)}",
+                         "run `cinebrain features` again with these subjects")
+    return subjects
+
+
+def test_run_indices(config: RunConfig, run_names: list[str], where: str) -> list[int]:
+    """Indices of the held-out runs of ``split.test_runs`` (default: the last run)."""
+    if config.split.test_runs is None:
+        if len(run_names) < 2:
+            raise InputError(where, "only one run; nothing to hold out",
+                             "add runs, or split one run into two in the study file")
+        return [len(run_names) - 1]
+    missing = [r for r in config.split.test_runs if r not in run_names]
+    if missing:
+        raise InputError("split.test_runs", f"run(s) {', '.join(missing)} not found",
+                         f"runs are: {', '.join(run_names)}")
+    return [run_names.index(r) for r in config.split.test_runs]
+
+
+def _save_nifti(img, path) -> None:
+    import nibabel as nib
+
+    with atomic_path(path) as tmp:
+        nib.save(img, tmp)
+
+
+# --------------------------------------------------------------------------- features
+def features(config: RunConfig, log: Log = _print) -> dict:
+    """Extract the study's feature spaces, check every run against them, fix the mask."""
+    from cinebrain.data.study import run_timings, study_mask
+    from cinebrain.features.stimulus import extract_stimulus_features, save_feature_spaces
+
+    run = RunFolder(config.out)
+    run.check_writable()
+    study = load(config)
+    subjects = run_subjects(config, study)
+    t0 = time.perf_counter()
+    with run.stage("features", config_hash=section_hash(config, "study", "features", "subjects"),
+                   owns=("features",)) as st:
+        spaces = extract_stimulus_features(study, **feature_kwargs(config),
+                                           cache_dir=run.cache_dir, progress=config.progress,
+                                           log=log)
+        # Every run against every stream, before anything is committed.
+        for s in subjects:
+            run_timings(study, s, spaces)
+        mask = study_mask(study, subjects, log)
+        save_feature_spaces(spaces, st.features_dir)
+        if mask is not None:
+            _save_nifti(mask, st.mask)
+        save_config(config, st.config)
+        st.info = {"subjects": subjects, "spaces": sorted(spaces)}
+    log(f"  {len(spaces)} feature spaces ({time.perf_counter() - t0:.1f} s)")
+    return {"spaces": sorted(spaces), "subjects": subjects}
+
+
+# --------------------------------------------------------------------------- fit
+def fit(config: RunConfig, log: Log = _print) -> dict:
+    """Fit one encoding model per subject and predict its held-out runs.
+
+    ``split.scheme`` "held_out": fit on the training runs, predict ``split.test_runs``.
+    "leave_one_run_out": every run is predicted by a model fit on the other runs; the
+    saved model is then refit on all runs.
+    """
+    from cinebrain.data.design import bands_from_spaces, subject_design
+    from cinebrain.data.splits import HRF_LENGTH_S, gap_trs
+    from cinebrain.data.study import repeated_runs, run_timings
+    from cinebrain.linear.encoding import alpha_grid, fit_encoding_model
+
+    run = RunFolder(config.out)
+    fm, spaces, mask = read_features(run)
+    study = load(config)
+    subjects = check_subjects(config, study, fm)
+    bands = bands_from_spaces(spaces, config.model.bands)
+    m, a = config.model, config.alignment
+    loro = config.split.scheme == "leave_one_run_out"
+    results = {}
+    hash_ = section_hash(config, "study", "features", "subjects", "alignment", "model", "split",
+                         "evaluate")
+    with run.stage("fit", depends=["features"], config_hash=hash_,
+                   owns=("models", "predictions")) as st:
+        for subject in subjects:
+            t0 = time.perf_counter()
+            timings = run_timings(study, subject, spaces)
+            names = [t.name for t in timings]
+            if loro and len(names) < 2:
+                raise InputError(config.study,
+                                 f"{subject} has one run; leave-one-run-out needs two or more",
+                                 "add runs, or set split.scheme: held_out")
+            test_runs = None if loro else test_run_indices(config, names, config.study)
+            d = subject_design(study, subject, spaces, bands, mask=mask, hrf=a.hrf,
+                               delays=a.delays, high_pass=a.high_pass, timings=timings)
+            res = fit_encoding_model(
+                d.X, d.Y, d.run_index, d.band_sizes, d.band_names, scheme=config.split.scheme,
+                test_runs=test_runs, kind=m.kind,
+                alphas=alpha_grid(m.alpha_min, m.alpha_max, m.n_alphas), n_iter=m.n_iter,
+                cv_folds=m.cv_folds, gap=gap_trs(study.tr, HRF_LENGTH_S), backend=m.backend,
+                device=m.device,
+                variance_partitioning=config.evaluate.variance_partitioning,
+                log=(lambda msg, s=subject: log(f"    {s} {msg}")) if loro else None,
+            )
+            _write_fit(st, subject, d, res, names, config.split.scheme)
+            repeats = repeated_runs(timings)
+            if repeats:
+                save_npy(st.prediction(subject, "repeats"),
+                         np.stack([d.Y[d.run_index == i] for i in repeats]))
+            n_features = int(res.model.feature_mean.size)
+            results[subject] = {"n_train": int(res.model.n_train), "n_test": int(res.test_rows.size),
+                                "n_targets": int(d.Y.shape[1]), "n_features": n_features,
+                                "scheme": config.split.scheme,
+                                "seconds": round(time.perf_counter() - t0, 2)}
+            how = (f"each of {len(names)} runs predicted by a model fit on the others"
+                   if loro else f"fit on {res.model.n_train} TRs")
+            log(f"  {subject}: {n_features} features x {d.Y.shape[1]} targets, {how}; "
+                f"{res.test_rows.size} held-out TRs scored ({time.perf_counter() - t0:.1f} s)")
+        save_config(config, st.config)
+        st.info = {"subjects": subjects, "results": results}
+    return results
+
+
+def _write_fit(st: StagedFolder, subject: str, d, res, names: list[str], scheme: str) -> None:
+    """A subject's model and held-out predictions."""
+    model = res.model
+    save_npy(st.model(subject, "coef"), model.coef)
+    save_npy(st.model(subject, "intercept"), model.intercept)
+    save_npy(st.model(subject, "alpha"), model.alphas)
+    if model.deltas is not None:
+        save_npy(st.model(subject, "deltas"), model.deltas)
+    save_npy(st.model(subject, "feature_mean"), model.feature_mean)
+    save_npy(st.model(subject, "feature_std"), model.feature_std)
+    write_json(st.bands(subject), {
+        "bands": d.bands, "sizes": d.band_sizes, "scheme": scheme,
+        "train_runs": [names[i] for i in model.train_runs],
+        "test_runs": [names[i] for i in res.test_runs],
+    })
+    Y_test = d.Y[res.test_rows]
+    save_npy(st.prediction(subject, "test_true"), Y_test)
+    save_npy(st.prediction(subject, "test_pred"), res.pred)
+    save_npy(st.prediction(subject, "test_split"), res.pred_split)
+    save_npy(st.prediction(subject, "test_run_index"), res.run_index)
+    for key, r2 in res.subset_r2(Y_test).items():
+        save_npy(st.subset_r2(subject, key.split("+")), r2)
+
+
+# --------------------------------------------------------------------------- evaluate
+def regions_of(config: RunConfig, study, mask_img) -> tuple[np.ndarray | None, tuple | None]:
+    """The ground-truth modality per voxel of a simulated study (None for real data) and
+    the ROI labels of ``evaluate.rois`` (None when not set), on the run's mask."""
+    import nibabel as nib
+
+    from cinebrain.data.simulate import truth_modality_file
+    from cinebrain.evaluate import roi_labels
+
+    if mask_img is None:
+        return None, None
+    inside = np.asarray(mask_img.dataobj).astype(bool)
+    truth = truth_modality_file(study.root)
+    modality = None
+    if truth is not None:
+        img = nib.load(truth)
+        if img.shape[:3] == inside.shape:
+            modality = np.asarray(img.dataobj)[inside].astype(int)
+    rois = None
+    if config.evaluate.rois:
+        from cinebrain.io.nifti import load_mask
+
+        path = config.evaluate.rois
+        try:
+            label_img = nib.load(path)
+        except (OSError, ValueError, nib.filebasedimages.ImageFileError):
+            load_mask(path, like=mask_img)  # raises the reader's one-line error
+            raise InputError(path, "not a label image", "fix evaluate.rois") from None
+        rois = roi_labels(label_img, mask_img, config.evaluate.roi_labels)
+    return modality, rois
+
+
+def evaluate(config: RunConfig, log: Log = _print) -> dict:
+    """Score the held-out predictions of the current fit per target: r, R2, noise ceiling,
+    significance with FDR, split R2 and unique variance per band, regions, ground truth."""
+    import json
+
+    from cinebrain.data.splits import lengths_from_run_index
+    from cinebrain.evaluate import (
+        describe_significance_test,
+        ground_truth_recovery,
+        ground_truth_summary,
+        label_regions,
+        noise_ceiling,
+        normalised_score,
+        pearson_r,
+        r2_score,
+        region_table,
+        significance_test,
+        split_r2,
+        variance_partitioning,
+    )
+
+    run = RunFolder(config.out)
+    fit_m = run.require("fit")
+    _, _, mask_img = read_features(run)
+    study = load(config)
+    subjects = list(fit_m.info["subjects"])
+    ev = config.evaluate
+    true = {s: np.load(run.prediction(s, "test_true"), mmap_mode="r") for s in subjects}
+    repeats = {s: (np.load(run.prediction(s, "repeats"))
+                   if run.prediction(s, "repeats").is_file() else None) for s in subjects}
+    try:
+        ceilings, method = noise_ceiling(true, repeats, ev.ceiling)
+    except ValueError:
+        raise InputError(
+            config.study, f"cannot compute a noise ceiling from {ev.ceiling}",
+            "repeats need a segment shown twice; subjects need >= 2 subjects with the same "
+            "test runs; or set evaluate.ceiling: none") from None
+    modality, rois = regions_of(config, study, mask_img)
+    summary: dict = {"cinebrain": __version__, "ceiling_method": method, "subjects": {}}
+    roi_rows: list[dict] = []
+    truth_rows: list[dict] = []
+    separate_any = False
+    hash_ = section_hash(config, "study", "features", "subjects", "alignment", "model", "split",
+                         "evaluate")
+    with run.stage("evaluate", depends=["features", "fit"], config_hash=hash_,
+                   owns=("metrics",)) as st:
+        for s in subjects:
+            info = json.loads(run.bands(s).read_text())
+            band_names = list(info["bands"])
+            Y = np.asarray(true[s])
+            P = np.load(run.prediction(s, "test_pred"))
+            S = np.load(run.prediction(s, "test_split"))
+            run_lengths = lengths_from_run_index(np.load(run.prediction(s, "test_run_index")))
+            r = pearson_r(Y, P)
+            save_npy(st.metric(s, "r"), r.astype(np.float32))
+            save_npy(st.metric(s, "r2"), r2_score(Y, P).astype(np.float32))
+            save_npy(st.metric(s, "alpha"), np.load(run.model(s, "alpha")))
+            sig = None
+            separate = False
+            if ev.n_permutations:
+                res = significance_test(Y, P, run_lengths, tr=study.tr, null=ev.null,
+                                        n_permutations=ev.n_permutations, block_s=ev.block_s,
+                                        runs=ev.runs, scheme=info.get("scheme", "held_out"),
+                                        fdr=ev.fdr)
+                sig, separate = res.significant, res.separate
+                separate_any = separate_any or separate
+                save_npy(st.metric(s, "p"), res.p.astype(np.float32))
+                save_npy(st.metric(s, "q_fdr"), res.q.astype(np.float32))
+            ceiling = ceilings.get(s)
+            if ceiling is not None:
+                save_npy(st.metric(s, "ceiling"), ceiling.astype(np.float32))
+                save_npy(st.metric(s, "r_normalised"),
+                         normalised_score(r, ceiling).astype(np.float32))
+            best = None
+            if S.shape[0] == len(band_names) and len(band_names) > 1:
+                split = split_r2(Y, S)
+                for b, name in enumerate(band_names):
+                    save_npy(st.metric(s, f"split_r2_{name}"), split[b].astype(np.float32))
+                best = np.argmax(split, axis=0)
+                save_npy(st.metric(s, "best_band"), best.astype(np.int16))
+            subset_files = run.subset_r2_files(s)
+            if subset_files:
+                r2_by = {frozenset(band_names): r2_score(Y, P)}
+                r2_by.update({k: np.load(f) for k, f in subset_files.items()})
+                parts = variance_partitioning(r2_by)
+                for name in band_names:
+                    save_npy(st.metric(s, f"unique_{name}"),
+                             np.asarray(parts["unique"][name], np.float32))
+            summary["subjects"][s] = {
+                "n_targets": int(r.size),
+                "median_r": float(np.median(r)),
+                "max_r": float(np.max(r)),
+                "n_significant": int(sig.sum()) if sig is not None else None,
+                "median_ceiling": float(np.median(ceiling)) if ceiling is not None else None,
+            }
+            if rois is not None:
+                roi_rows += region_table(r, label_regions(*rois), ceiling=ceiling,
+                                         significant=sig, subject=s)
+            if modality is not None and modality.shape == r.shape:
+                truth_rows += ground_truth_recovery(modality, r, significant=sig,
+                                                    ceiling=ceiling, best_band=best,
+                                                    band_names=band_names, subject=s)
+            n_sig = int(sig.sum()) if sig is not None else 0
+            log(f"  {s}: median r {np.median(r):.3f}, max r {np.max(r):.3f}, "
+                f"{n_sig} of {r.size} targets significant ({ev.null} null"
+                f"{', runs tested separately' if separate else ''}, FDR {ev.fdr:g})")
+        if roi_rows:
+            write_text(st.roi_summary, _csv(roi_rows))
+            summary["rois"] = roi_rows
+        summary["significance_test"] = describe_significance_test(
+            ev.null, ev.n_permutations, ev.block_s, ev.fdr, separate_any)
+        if truth_rows:
+            write_json(st.ground_truth, truth_rows)
+            table = ground_truth_summary(truth_rows)
+            summary["ground_truth"] = {"rows": truth_rows, "summary": table}
+            _log_truth(table, log)
+        write_json(st.summary, summary)
+        save_config(config, st.config)
+        st.info = {"subjects": subjects}
+    return summary
+
+
+def _csv(rows: list[dict]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _log_truth(table: list[dict], log: Log) -> None:
+    log("  ground truth recovery (mean over subjects):")
+    log(f"    {'region':<10} {'voxels':>7} {'median r':>9} {'ceiling':>8} {'signif.':>8} "
+        f"{'true band':>10} {'(signif.)':>10}")
+
+    def f(row: dict, key: str) -> str:
+        return f"{row[key]:.3f}" if row.get(key) is not None else "-"
+
+    for row in table:
+        log(f"    {row['region']:<10} {row['n_voxels']:>7} {f(row, 'median_r'):>9} "
+            f"{f(row, 'median_ceiling'):>8} {f(row, 'fraction_significant'):>8} "
+            f"{f(row, 'fraction_assigned_true_band'):>10} "
+            f"{f(row, 'fraction_assigned_true_band_significant'):>10}")
+
+
+# --------------------------------------------------------------------------- report
+def report(config: RunConfig, log: Log = _print) -> object:
+    """Maps, figures and the self-contained ``report.html`` of the run folder."""
+    from cinebrain.pipelines.report import build
+
+    path = build(config, log)
+    log(f"  report: {path}")
+    return path
+
+
+def run_all(config: RunConfig, log: Log = _print) -> dict:
+    """Every stage in order; returns the evaluation summary."""
+    seconds = {}
+    result: dict = {}
+    stages = [("features", features), ("fit", fit), ("evaluate", evaluate)]
+    if config.report:
+        stages.append(("report", report))
+    for name, stage in stages:
+        t0 = time.perf_counter()
+        log(f"[{name}]")
+        out = stage(config, log)
+        if name == "evaluate":
+            result = out
+        seconds[name] = round(time.perf_counter() - t0, 1)
+    result["stage_seconds"] = seconds
+    return result
