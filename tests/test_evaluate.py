@@ -16,15 +16,20 @@ from hypothesis.extra.numpy import arrays
 from cinebrain.evaluate import (
     block_permutation_test,
     block_permutations,
+    describe_significance_test,
     fdr_bh,
     mean_pairwise_correlation,
+    noise_ceiling,
     noise_ceiling_repeats,
     noise_ceiling_subjects,
     normalised_score,
     pearson_r,
+    per_run_test,
     phase_randomization_test,
     phase_surrogates,
     r2_score,
+    runs_tested_separately,
+    significance_test,
     split_r2,
     variance_partitioning,
 )
@@ -571,3 +576,92 @@ def test_variance_partitioning_two_spaces_formula_and_partial_input():
     assert out["shared"] == {}
     with pytest.raises(ValueError):
         variance_partitioning({frozenset("a"): ra, frozenset("b"): rb})
+
+
+# --------------------------------------------------------------------------- run choices
+def _held_out(seed=0, lengths=(40, 30), v=6):
+    rng = np.random.default_rng(seed)
+    Y = _autocorrelated(rng, sum(lengths), v)
+    P = Y + 0.3 * _autocorrelated(rng, sum(lengths), v)
+    P[:, 0] = -Y[:, 0]  # one target predicted the wrong way round
+    return Y, P, list(lengths)
+
+
+def test_runs_tested_separately():
+    assert runs_tested_separately("auto", "leave_one_run_out", 3)
+    assert not runs_tested_separately("auto", "held_out", 3)
+    assert runs_tested_separately("separate", "held_out", 2)
+    assert not runs_tested_separately("separate", "leave_one_run_out", 1)  # one run: pooled
+    assert not runs_tested_separately("pooled", "leave_one_run_out", 3)
+    with pytest.raises(ValueError):
+        runs_tested_separately("sometimes", "held_out", 2)
+
+
+def test_significance_test_pooled_phase_null_equals_the_direct_test():
+    Y, P, lengths = _held_out()
+    res = significance_test(Y, P, lengths, tr=2.0, n_permutations=49, fdr=0.1)
+    assert not res.separate
+    _, p = phase_randomization_test(Y, P, n_surrogates=49, seed=0, run_lengths=lengths)
+    np.testing.assert_array_equal(res.p, p)
+    reject, q = fdr_bh(p, q=0.1)
+    np.testing.assert_array_equal(res.q, q)
+    np.testing.assert_array_equal(res.significant, reject)
+    assert res.significant[1:].all() and not res.significant[0]
+
+
+def test_significance_test_block_null_block_length_and_separate_runs():
+    Y, P, lengths = _held_out(lengths=(40, 14))
+    res = significance_test(Y, P, lengths, tr=2.0, null="block", block_s=12.0,
+                            n_permutations=49, scheme="leave_one_run_out")
+    assert res.separate
+    # 12 s at TR 2 s is 6 TRs; at most half the shortest run (7)
+    want = per_run_test(block_permutation_test, Y, P, lengths, n_permutations=49, block_size=6)
+    np.testing.assert_array_equal(res.p, want)
+    long = significance_test(Y, P, lengths, tr=1.0, null="block", block_s=30.0,
+                             n_permutations=49, runs="pooled")
+    _, p = block_permutation_test(Y, P, n_permutations=49, block_size=7, seed=0,
+                                  run_lengths=lengths)
+    np.testing.assert_array_equal(long.p, p)
+    with pytest.raises(ValueError, match="n_permutations"):
+        significance_test(Y, P, lengths, tr=2.0, n_permutations=0)
+    with pytest.raises(ValueError, match="null"):
+        significance_test(Y, P, lengths, tr=2.0, null="shuffle")
+
+
+def test_describe_significance_test():
+    assert describe_significance_test(n_permutations=0) is None
+    assert describe_significance_test("phase", 1000, fdr=0.05) == (
+        "one-sided r > 0 against phase-randomised predictions (1000 surrogates); "
+        "Benjamini-Hochberg FDR 0.05")
+    assert describe_significance_test("block", 200, block_s=12.0, fdr=0.1, separate=True) == (
+        "one-sided r > 0 against block permutation (12 s blocks, 200 permutations); each "
+        "held-out run tested on its own (normal fit of its null), p-values combined by the "
+        "Cauchy combination; Benjamini-Hochberg FDR 0.1")
+
+
+def test_noise_ceiling_picks_the_method_the_data_allow():
+    rng = np.random.default_rng(0)
+    true = {s: rng.standard_normal((30, 5)) for s in ("a", "b", "c")}
+    reps = {s: rng.standard_normal((2, 20, 5)) for s in true}
+    ceilings, method = noise_ceiling(true, reps)
+    assert method == "repeats"
+    for s in true:
+        np.testing.assert_array_equal(ceilings[s], noise_ceiling_repeats(reps[s]))
+    # one subject without repeats: across subjects, one ceiling shared
+    ceilings, method = noise_ceiling(true, {**reps, "b": None})
+    assert method == "subjects"
+    shared = noise_ceiling_subjects(np.stack([true[s] for s in true]))
+    for s in true:
+        np.testing.assert_array_equal(ceilings[s], shared)
+    assert noise_ceiling(true, reps, method="subjects")[1] == "subjects"
+    assert noise_ceiling(true, reps, method="none") == ({}, "none")
+    # one subject, or subjects of different shapes: no ceiling unless one was asked for
+    assert noise_ceiling({"a": true["a"]}) == ({}, "none")
+    uneven = {"a": true["a"], "b": true["b"][:20]}
+    assert noise_ceiling(uneven) == ({}, "none")
+    with pytest.raises(ValueError, match="from subjects"):
+        noise_ceiling(uneven, method="subjects")
+    with pytest.raises(ValueError, match="from repeats"):
+        noise_ceiling(true, {"a": reps["a"]}, method="repeats")
+    with pytest.raises(ValueError, match="method"):
+        noise_ceiling(true, method="oracle")

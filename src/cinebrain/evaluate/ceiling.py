@@ -26,6 +26,8 @@ exceed the ceiling by chance; the across-subject ceiling counts idiosyncratic
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from cinebrain.metrics import zscore
@@ -199,3 +201,48 @@ def normalised_score(r: np.ndarray, ceiling: np.ndarray, min_ceiling: float = 0.
     ok = np.isfinite(ceiling) & (ceiling >= min_ceiling) & (ceiling > 0)
     out[ok] = r[ok] / ceiling[ok]
     return out
+
+
+CEILING_METHODS = ("auto", "repeats", "subjects", "none")
+
+
+def noise_ceiling(
+    true_by_subject: Mapping[str, np.ndarray],
+    repeats_by_subject: Mapping[str, np.ndarray | None] | None = None,
+    method: str = "auto",
+) -> tuple[dict[str, np.ndarray], str]:
+    """Noise ceiling of every subject's held-out targets, by the method the data allow.
+
+    Parameters
+    ----------
+    true_by_subject : {subject: (n_trs, n_targets)} held-out responses.
+    repeats_by_subject : {subject: (n_repeats, n_trs, n_targets) or None}, responses to a
+        segment shown several times (see :func:`noise_ceiling_repeats`).
+    method : "repeats" (within each subject), "subjects" (across subjects, one ceiling
+        shared by all: needs >= 2 subjects with held-out responses of one shape), "auto"
+        (repeats when every subject has them, else subjects when possible, else none) or
+        "none".
+
+    Returns
+    -------
+    ceilings : {subject: (n_targets,) float64} (empty for "none").
+    method : the method used: "repeats", "subjects" or "none".
+
+    Raises ValueError when "repeats" or "subjects" is asked for and the data lack it.
+    """
+    if method not in CEILING_METHODS:
+        raise ValueError(f"method must be one of {CEILING_METHODS}, got {method!r}")
+    subjects = list(true_by_subject)
+    repeats = dict(repeats_by_subject or {})
+    if method in ("auto", "repeats") and subjects and all(repeats.get(s) is not None for s in subjects):
+        return {s: noise_ceiling_repeats(np.asarray(repeats[s])) for s in subjects}, "repeats"
+    if (method in ("auto", "subjects") and len(subjects) >= 2
+            and len({np.shape(true_by_subject[s]) for s in subjects}) == 1):
+        c = noise_ceiling_subjects(np.stack([np.asarray(true_by_subject[s]) for s in subjects]))
+        return {s: c for s in subjects}, "subjects"
+    if method in ("repeats", "subjects"):
+        raise ValueError(
+            f"cannot compute a noise ceiling from {method}: repeats need a segment shown "
+            "twice; subjects need >= 2 subjects with the same test runs"
+        )
+    return {}, "none"

@@ -1,0 +1,158 @@
+"""Model against model: per-region comparisons of held-out r, and the baseline a
+reconstruction loss is judged against.
+
+Two models are compared on exactly the same held-out responses (the same rows, the same
+cleaning), region by region: median r of each, their ratio, the fraction of voxels where
+the first beats the second, and the median noise ceiling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from cinebrain.evaluate.ceiling import noise_ceiling_subjects
+from cinebrain.metrics import pearson_r
+
+
+def compare_regions(r_a: np.ndarray, r_b: np.ndarray | None, regions: Mapping[str, np.ndarray],
+                    *, ceiling: np.ndarray | None = None, subject: str | None = None,
+                    names: tuple[str, str] = ("autoencoder", "ridge"),
+                    all_voxels: bool = True) -> list[dict]:
+    """One subject's comparison rows of model ``names[0]`` (``r_a``) against ``names[1]``
+    (``r_b``), per region.
+
+    Parameters
+    ----------
+    r_a, r_b : (n_targets,) held-out r of each model on the same responses (``r_b`` None:
+        the first model alone).
+    regions : {name: (n_targets,) bool}; empty regions are skipped.
+    ceiling : (n_targets,) noise ceiling, or None (a ceiling of another shape is ignored).
+    subject : written into every row.
+    all_voxels : add a first region ``"all"`` of every target.
+
+    Returns
+    -------
+    rows : ``subject``, ``region``, ``n_voxels``, ``<a>_median_r``; with ``r_b``,
+        ``<b>_median_r``, ``ratio`` (a / b; None unless b > 0) and
+        ``fraction_voxels_<a>_better`` (``r_a > r_b``); with a ceiling, ``median_ceiling``.
+    """
+    a, b = names
+    r_a = np.asarray(r_a)
+    sel_all = {"all": np.ones(r_a.shape, bool), **regions} if all_voxels else dict(regions)
+    rows = []
+    for name, sel in sel_all.items():
+        sel = np.asarray(sel, dtype=bool)
+        if not sel.any():
+            continue
+        row = {"subject": subject, "region": name, "n_voxels": int(sel.sum()),
+               f"{a}_median_r": float(np.median(r_a[sel]))}
+        if r_b is not None:
+            r_b = np.asarray(r_b)
+            row[f"{b}_median_r"] = float(np.median(r_b[sel]))
+            row["ratio"] = (row[f"{a}_median_r"] / row[f"{b}_median_r"]
+                            if row[f"{b}_median_r"] > 0 else None)
+            row[f"fraction_voxels_{a}_better"] = float((r_a[sel] > r_b[sel]).mean())
+        if ceiling is not None and np.shape(ceiling) == r_a.shape:
+            row["median_ceiling"] = float(np.median(np.asarray(ceiling)[sel]))
+        rows.append(row)
+    return rows
+
+
+def average_comparison(rows: Sequence[Mapping], names: tuple[str, str] = ("autoencoder", "ridge"),
+                       ) -> list[dict]:
+    """Subject-averaged :func:`compare_regions` rows, per region in order of appearance:
+    ``region``, ``n_voxels`` (first subject's), the mean over subjects of each median r, the
+    median ceiling and the fraction better (None values and missing keys left out), and
+    ``ratio`` of the averaged medians (when the second's is nonzero)."""
+    a, b = names
+    out = []
+    for region in dict.fromkeys(r["region"] for r in rows):
+        rs = [r for r in rows if r["region"] == region]
+        row: dict = {"region": region, "n_voxels": rs[0]["n_voxels"]}
+        for key in (f"{a}_median_r", f"{b}_median_r", "median_ceiling",
+                    f"fraction_voxels_{a}_better"):
+            vals = [r[key] for r in rs if r.get(key) is not None]
+            if vals:
+                row[key] = float(np.mean(vals))
+        if row.get(f"{b}_median_r"):
+            row["ratio"] = row[f"{a}_median_r"] / row[f"{b}_median_r"]
+        out.append(row)
+    return out
+
+
+def mean_direction(inputs: np.ndarray) -> np.ndarray:
+    """Mean of the unit-normalised rows of ``inputs (n, *shape)``: ``(prod(shape),)``, the
+    direction a cosine reconstruction loss is judged against."""
+    flat = np.asarray(inputs).reshape(len(inputs), -1)
+    return (flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-8)).mean(0)
+
+
+def reconstruction_baseline(target: np.ndarray, kind: str,
+                            train_mean_dir: np.ndarray | None = None) -> float:
+    """Loss of predicting the training mean for held-out inputs ``target (n, *shape)``.
+
+    ``kind="mse"``: MSE against 0 (the mean of z-scored inputs). Otherwise (cosine loss):
+    mean of ``1 - cosine`` between each row and ``train_mean_dir`` (see
+    :func:`mean_direction`).
+    """
+    flat = np.asarray(target).reshape(len(target), -1).astype(np.float64)
+    if kind == "mse":
+        return float((flat**2).mean())
+    if train_mean_dir is None:
+        raise ValueError("a cosine baseline needs train_mean_dir")
+    d = train_mean_dir / max(np.linalg.norm(train_mean_dir), 1e-12)
+    cos = flat @ d / np.maximum(np.linalg.norm(flat, axis=1), 1e-8)
+    return float((1.0 - cos).mean())
+
+
+def reconstruction_comparison(loss: float, target: np.ndarray, kind: str,
+                              train_inputs: np.ndarray | None = None,
+                              name: str = "autoencoder") -> dict:
+    """A model's held-out reconstruction ``loss`` next to the training-mean baseline:
+    ``{"loss": kind, name: loss, "mean_baseline": base, "ratio": loss / base or None}``.
+    ``train_inputs (n_train, *shape)`` give the mean direction of a cosine loss."""
+    direction = None if train_inputs is None else mean_direction(train_inputs)
+    base = reconstruction_baseline(target, kind, direction)
+    return {"loss": kind, name: float(loss), "mean_baseline": base,
+            "ratio": float(loss) / base if base > 0 else None}
+
+
+def select_rows(true: np.ndarray, pred: np.ndarray, run_index: np.ndarray, runs: Sequence,
+                responses: np.ndarray, atol: float = 1e-4
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The rows of ``runs`` in a model's held-out ``true`` / ``pred`` (run of each row:
+    ``run_index``), if they are exactly the responses ``responses (n, n_targets)`` another
+    model was scored on (same rows and cleaning, to ``atol``); None otherwise."""
+    rows = np.flatnonzero(np.isin(np.asarray(run_index), list(runs)))
+    if rows.size != len(responses):
+        return None
+    picked = np.asarray(true[rows])
+    if picked.shape != np.shape(responses) or not np.allclose(picked, responses, atol=atol):
+        return None
+    return picked, np.asarray(pred[rows])
+
+
+def scores_on_rows(picked: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                   ceiling_method: str | None = None,
+                   ceilings: Mapping[str, np.ndarray | None] | None = None,
+                   ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """r of a model on selected rows (:func:`select_rows`), and the ceiling that goes with
+    them, per subject: ``{subject: (r float32 (n_targets,), ceiling or None)}``.
+
+    An across-subject ceiling (``ceiling_method="subjects"``) depends on the rows and is
+    recomputed on them (>= 2 subjects of one shape); a repeats ceiling does not, and is
+    taken from ``ceilings``; otherwise None.
+    """
+    shared = None
+    if (ceiling_method == "subjects" and len(picked) >= 2
+            and len({t.shape for t, _ in picked.values()}) == 1):
+        shared = noise_ceiling_subjects(np.stack([t for t, _ in picked.values()]))
+    out = {}
+    for s, (true, pred) in picked.items():
+        ceiling = shared
+        if ceiling is None and ceiling_method == "repeats" and ceilings is not None:
+            ceiling = ceilings.get(s)
+        out[s] = (pearson_r(true, pred).astype(np.float32), ceiling)
+    return out

@@ -1,0 +1,120 @@
+"""The significance test of held-out scores, as a run chooses it.
+
+:func:`significance_test` picks the null (phase-randomised surrogates or block
+permutations, :mod:`cinebrain.evaluate.stats`), whether held-out runs are pooled or tested
+one by one and combined, and applies the Benjamini-Hochberg FDR correction;
+:func:`describe_significance_test` says what was done, in words.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from cinebrain.data.splits import gap_trs
+from cinebrain.evaluate.stats import (
+    block_permutation_test,
+    fdr_bh,
+    per_run_test,
+    phase_randomization_test,
+)
+
+NULLS = ("phase", "block")
+RUNS = ("auto", "pooled", "separate")
+
+
+class SignificanceResult(NamedTuple):
+    """p-values of r per target, their FDR correction, and how runs were tested.
+
+    p, q : (n_targets,) float64, one-sided p of r > 0 and BH-adjusted q-values.
+    significant : (n_targets,) bool, ``q <= fdr``.
+    separate : True when each held-out run was tested on its own and the p-values combined.
+    """
+
+    p: np.ndarray
+    q: np.ndarray
+    significant: np.ndarray
+    separate: bool
+
+
+def runs_tested_separately(runs: str, scheme: str, n_runs: int) -> bool:
+    """Whether held-out runs are tested one by one and their p-values combined.
+
+    ``runs``: "separate", "pooled" or "auto" (separate under leave-one-run-out, whose runs
+    are predicted by models fit on each other's responses, so their r are dependent and a
+    pooled null is too narrow). One run is always pooled.
+    """
+    if runs not in RUNS:
+        raise ValueError(f"runs must be one of {RUNS}, got {runs!r}")
+    if n_runs < 2:
+        return False
+    return runs == "separate" or (runs == "auto" and scheme == "leave_one_run_out")
+
+
+def p_values(Y: np.ndarray, P: np.ndarray, run_lengths: Sequence[int], *, tr: float,
+             null: str = "phase", n_permutations: int = 1000, block_s: float = 12.0,
+             separate: bool = False) -> np.ndarray:
+    """One-sided p-value of r per target ``(n_targets,)`` under ``null``, over all held-out
+    TRs (the null drawn within each run) or, with ``separate``, per run and combined by the
+    Cauchy combination (:func:`cinebrain.evaluate.per_run_test`). Seed 0 throughout.
+
+    ``null="block"`` shuffles blocks of ``block_s`` seconds (at TR ``tr``), shortened to give
+    at least two blocks in the shortest run.
+    """
+    if null not in NULLS:
+        raise ValueError(f"null must be one of {NULLS}, got {null!r}")
+    if null == "phase":
+        test = functools.partial(phase_randomization_test, n_surrogates=n_permutations)
+    else:
+        # Blocks of block_s, but at least two of them per run.
+        block_size = max(1, min(gap_trs(tr, block_s), min(run_lengths) // 2))
+        test = functools.partial(block_permutation_test, n_permutations=n_permutations,
+                                 block_size=block_size)
+    if separate:
+        return per_run_test(test, Y, P, list(run_lengths))
+    return test(Y, P, seed=0, run_lengths=list(run_lengths))[1]
+
+
+def significance_test(Y: np.ndarray, P: np.ndarray, run_lengths: Sequence[int], *, tr: float,
+                      null: str = "phase", n_permutations: int = 1000, block_s: float = 12.0,
+                      runs: str = "auto", scheme: str = "held_out", fdr: float = 0.05,
+                      ) -> SignificanceResult:
+    """Significance of the held-out r of every target, FDR-corrected.
+
+    Parameters
+    ----------
+    Y, P : (n_trs, n_targets) held-out responses and predictions, runs stacked.
+    run_lengths : TRs of each held-out run, in order.
+    tr : repetition time (s).
+    null : "phase" (phase-randomised surrogates of the prediction) or "block" (block
+        permutations of ``block_s`` seconds).
+    n_permutations : surrogates or permutations (>= 1).
+    runs : "pooled", "separate" or "auto" (see :func:`runs_tested_separately`).
+    scheme : the outer split the predictions come from ("held_out", "leave_one_run_out").
+    fdr : false discovery rate of the Benjamini-Hochberg correction.
+    """
+    if n_permutations < 1:
+        raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")
+    separate = runs_tested_separately(runs, scheme, len(run_lengths))
+    p = p_values(Y, P, run_lengths, tr=tr, null=null, n_permutations=n_permutations,
+                 block_s=block_s, separate=separate)
+    significant, q = fdr_bh(p, q=fdr)
+    return SignificanceResult(p, q, significant, separate)
+
+
+def describe_significance_test(null: str = "phase", n_permutations: int = 1000,
+                               block_s: float = 12.0, fdr: float = 0.05,
+                               separate: bool = False) -> str | None:
+    """The significance test in words (None when ``n_permutations`` is 0: no test)."""
+    if not n_permutations:
+        return None
+    if null == "phase":
+        what = f"phase-randomised predictions ({n_permutations} surrogates)"
+    else:
+        what = f"block permutation ({block_s:g} s blocks, {n_permutations} permutations)"
+    how = ("each held-out run tested on its own (normal fit of its null), p-values combined "
+           "by the Cauchy combination; " if separate else "")
+    return f"one-sided r > 0 against {what}; {how}Benjamini-Hochberg FDR {fdr:g}"
