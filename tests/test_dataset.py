@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from cinebrain.data.dataset import check_run_timing, clean_responses, standardize_features
+from cinebrain.data.design import clean_responses, standardize_features
+from cinebrain.data.study import check_run_timing
 from cinebrain.data.windows import WindowDataset, collate_windows
 from cinebrain.errors import InputError
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cinebrain.data.dataset import standardize_features
+from cinebrain.data.design import standardize_features
 from cinebrain.data.splits import contiguous_folds
 from cinebrain.linear.estimators import BandedRidgeCV, RidgeCV
 from cinebrain.linear.reduce import BandRotation, fit_band_rotation
