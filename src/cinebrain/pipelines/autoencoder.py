@@ -242,6 +242,8 @@ def train(config: RunConfig, log: Log = _print, resume: bool = False,
         write_json(ae.comparison, result)
         save_config(config, st.config)
         st.info = {"subjects": names}
+    for stage in run.stages("lesion-"):  # lesions of the previous model
+        run.forget(stage)
     return result
 
 

@@ -318,6 +318,22 @@ class RunFolder(_Layout):
                 )
         return m
 
+    def stages(self, prefix: str = "") -> list[str]:
+        """Names of the finished stages (those starting with ``prefix``)."""
+        return sorted(p.stem for p in (self.base / "stages").glob(f"{prefix}*.json"))
+
+    def forget(self, stage: str) -> None:
+        """Remove a finished stage's outputs and manifest (e.g. lesions of a model that
+        was retrained)."""
+        m = self.manifest(stage)
+        if m is None:
+            return
+        self.manifest_path(stage).unlink()
+        for rel in m.files:
+            with contextlib.suppress(FileNotFoundError):
+                (self.base / rel).unlink()
+        _remove_empty_dirs(self.base, {Path(r).parent for r in m.files})
+
     # -- writing ------------------------------------------------------------------------
     @contextlib.contextmanager
     def stage(self, stage: str, *, depends: Iterable[str] = (), config_hash: str | None = None,
