@@ -137,10 +137,10 @@ def run_volumes(study: Study, run: Run) -> int:
     A NIfTI whose header states a TR other than the study's is an error.
     """
     if run.bold:
-        from cinebrain.io.nifti import check_tr, load_bold
+        from cinebrain.io.nifti import check_tr, load_bold_header
 
         path = study.resolve(run.bold)
-        img = load_bold(path)
+        img = load_bold_header(path)
         check_tr(img, study.tr, path)
         return int(img.shape[3])
     from cinebrain.io.arrays import read_timeseries
@@ -174,14 +174,14 @@ def run_timings(study: Study, subject: str, spaces: Mapping[str, FeatureSpace],
 def study_mask(study: Study, subjects: Sequence[str] | None = None, log=None):
     """The voxel mask every subject shares (a nibabel image), or None for ROI / array
     responses: the study's ``mask``, or one computed from every BOLD run of ``subjects``."""
-    from cinebrain.io.nifti import compute_mask, load_bold, load_mask
+    from cinebrain.io.nifti import compute_mask, load_bold_header, load_mask
 
     bolds = [study.resolve(r.bold) for s in select_subjects(study, subjects)
              for r in study.subjects[s].runs if r.bold]
     if not bolds:
         return None
     if study.mask:
-        return load_mask(study.resolve(study.mask), like=load_bold(bolds[0]))
+        return load_mask(study.resolve(study.mask), like=load_bold_header(bolds[0]))
     mask = compute_mask(bolds)
     if log is not None:
         log(f"  computed mask: {int(np.asarray(mask.dataobj).sum())} voxels from {len(bolds)} runs")
