@@ -15,10 +15,10 @@ import torch
 from test_train import Crash, Regression, TinyRegressor, crash_at_step_6, flat_weights
 from test_train import config as cpu_config
 
+from cinebrain.data.splits import contiguous_folds
 from cinebrain.linear import (
     BandedRidgeCV,
     RidgeCV,
-    contiguous_splits,
     get_backend,
     solve_banded_ridge_cv,
     solve_ridge,
@@ -157,7 +157,7 @@ def test_ridgecv_on_cuda_decides_near_ties_as_himalaya(exact_fp32):
     Y = signal / signal.std(0) * np.logspace(-3, 0, t).astype(np.float32)
     Y += rng.standard_normal((n, t)).astype(np.float32) + rng.uniform(-20, 20, t).astype(np.float32)
     Y = Y.astype(np.float32)
-    folds = contiguous_splits(n, 5)
+    folds = contiguous_folds(n, 5)
     ref = HimalayaRidgeCV(alphas=ALPHAS, cv=folds, fit_intercept=True).fit(X, Y).best_alphas_
     gpu = RidgeCV(alphas=ALPHAS, cv=folds, backend="torch", device="cuda",
                   tie_break="himalaya").fit(X, Y)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -221,6 +222,7 @@ def test_checkpoints_rotate_and_hold_everything(tmp_path):
     assert state["step"] == 5 and state["epoch"] == 1 and state["batch_in_epoch"] == 0
     assert state["model_config"] == {"hidden": 16, "dropout": 0.0}
     assert state["train_config"]["keep_last"] == 2
+    assert TrainConfig.model_validate(state["train_config"]) == cfg  # plain dict, read back
     assert {"optimizer", "scheduler", "scaler", "rng", "early_stopping"} <= set(state)
     assert set(state["rng"][0]) >= {"python", "numpy", "torch"}
     for key, value in model.state_dict().items():
@@ -255,6 +257,80 @@ def test_failed_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no temp files
     assert load_checkpoint(folder / "last.pt")["step"] == 2
+
+
+def test_fresh_run_clears_an_earlier_runs_checkpoints(tmp_path):
+    folder = tmp_path / "checkpoints"
+    early = config(epochs=4, early_stopping_metric="val_r", out_dir=str(tmp_path))
+    Trainer(TinyRegressor(), early, Regression(16), Regression(8, seed=1)).fit()
+    assert (folder / "best.pt").exists() and (folder / "step-00000008.pt").exists()
+    # a shorter fresh run without a metric: nothing of the earlier run survives or is named
+    history = Trainer(TinyRegressor(), config(epochs=1, out_dir=str(tmp_path)), Regression(16)).fit()
+    assert sorted(p.name for p in folder.iterdir()) == ["last.pt", "step-00000002.pt"]
+    assert history.best_checkpoint is None and history.last_checkpoint == folder / "last.pt"
+    assert load_checkpoint(folder / "last.pt")["step"] == 2
+
+
+def test_resume_from_an_earlier_checkpoint_keeps_what_it_writes(tmp_path):
+    """After resuming from an older checkpoint, rotation never deletes the file just written
+    (the abandoned continuation's later step files are replaced as the run reaches them)."""
+    folder = tmp_path / "checkpoints"
+    val = Regression(8, seed=1)
+    cfg = config(epochs=4, early_stopping_metric="val_r", keep_last=2, out_dir=str(tmp_path))
+    Trainer(ScriptedMetric([0.9, 0.1, 0.5, 0.2]), cfg, Regression(16), val).fit()
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "best.pt", "last.pt", "step-00000006.pt", "step-00000008.pt"
+    ]
+    present = {}
+
+    def record(trainer):
+        present[trainer.step] = sorted(p.name for p in folder.glob("step-*.pt"))
+
+    resumed = Trainer(ScriptedMetric([0.3, 0.4, 0.2]), cfg, Regression(16), val, callbacks=[record])
+    resumed.fit(resume=folder / "best.pt")  # step 2
+    assert "step-00000004.pt" in present[4]
+    assert present[8] == ["step-00000006.pt", "step-00000008.pt"]
+    assert load_checkpoint(folder / "best.pt")["step"] == 2  # 0.9 is still the best
+    assert resumed.history.best_step == 2
+    assert resumed.history.best_checkpoint == folder / "best.pt"
+
+
+def test_resume_makes_best_the_resumed_states_best(tmp_path):
+    folder = tmp_path / "checkpoints"
+    val = Regression(8, seed=1)
+    cfg = config(epochs=4, early_stopping_metric="val_r", keep_last=4, out_dir=str(tmp_path))
+    Trainer(ScriptedMetric([0.5, 0.1, 0.9, 0.2]), cfg, Regression(16), val).fit()
+    assert load_checkpoint(folder / "best.pt")["step"] == 6
+    resumed = Trainer(ScriptedMetric([0.3, 0.4]), cfg, Regression(16), val)
+    resumed.fit(resume=folder / "step-00000004.pt")  # its best so far: step 2
+    # the resumed run's best is step 2 (0.5 beats 0.3 and 0.4), not the abandoned step 6
+    assert load_checkpoint(folder / "best.pt")["step"] == 2
+    assert resumed.history.best_step == 2
+    assert resumed.history.best_checkpoint == folder / "best.pt"
+
+
+def test_resume_repairs_best_after_a_crash_between_last_and_best(tmp_path, monkeypatch):
+    folder = tmp_path / "checkpoints"
+    cfg = config(epochs=2, early_stopping_metric="val_r", out_dir=str(tmp_path))
+    trainer = Trainer(ScriptedMetric([0.1, 0.5]), cfg, Regression(16), Regression(8, seed=1))
+    real_link = checkpoint_module._link
+
+    def dies_at_second_best(source, target):
+        if target.name == "best.pt" and (folder / "best.pt").exists():
+            raise Crash
+        real_link(source, target)
+
+    monkeypatch.setattr(checkpoint_module, "_link", dies_at_second_best)
+    with pytest.raises(Crash):
+        trainer.fit()
+    monkeypatch.undo()
+    assert load_checkpoint(folder / "last.pt")["early_stopping"]["best_step"] == 4
+    assert load_checkpoint(folder / "best.pt")["step"] == 2  # behind: the crash came between
+    history = Trainer(ScriptedMetric([]), cfg, Regression(16), Regression(8, seed=1)).fit(
+        resume=True
+    )
+    assert load_checkpoint(folder / "best.pt")["step"] == 4
+    assert history.best_step == 4 and history.best_checkpoint == folder / "best.pt"
 
 
 class Crash(Exception):
@@ -307,7 +383,7 @@ class ScriptedMetric(TinyRegressor):
 
 def test_early_stopping_stops_and_keeps_the_best(tmp_path):
     # 2 steps per epoch, evaluated every step: the best (step 3) falls mid-epoch, where
-    # no regular checkpoint is due, so best.pt is written on its own
+    # no regular checkpoint is due; a new best is written as one all the same
     model = ScriptedMetric([0.1, 0.2, 0.5, 0.3, 0.2, 0.9, 0.9])
     cfg = config(
         epochs=6,
@@ -346,6 +422,23 @@ def test_early_stopping_stops_and_keeps_the_best(tmp_path):
         ).fit()
 
 
+def test_family_defaults_survive_a_partial_section():
+    family = TrainConfig.with_defaults(
+        "FamilyTrainConfig", epochs=60, lr=2e-3, early_stopping_metric="val_r", patience=15
+    )
+    assert issubclass(family, TrainConfig)
+    assert family.model_fields["lr"].description == TrainConfig.model_fields["lr"].description
+    partial = family.model_validate({"lr": 1e-3})  # a YAML section naming one key
+    assert (partial.epochs, partial.patience, partial.lr, partial.batch_size) == (60, 15, 1e-3, 32)
+    assert TrainConfig.model_validate(partial.model_dump()) == TrainConfig(**partial.model_dump())
+    with pytest.raises(ValidationError, match="greater than 0"):
+        family(lr=-1.0)  # the same rules
+    with pytest.raises(ValidationError, match="early_stopping_metric"):
+        TrainConfig.with_defaults("Broken", patience=3)  # a bad default fails at once
+    with pytest.raises(ConfigError, match="train.epoch: unknown key"):
+        TrainConfig.with_defaults("Typo", epoch=3)
+
+
 class Checkpointable(TinyRegressor):
     def set_grad_checkpointing(self, enabled: bool) -> None:
         self.grad_checkpointing = enabled
@@ -362,13 +455,40 @@ def test_grad_checkpointing_tensorboard_and_progress(tmp_path, capsys):
     assert "train" in capsys.readouterr().err  # the tqdm bar
 
 
+def _first_error(**values) -> tuple[tuple, str]:
+    with pytest.raises(ValidationError) as e:
+        TrainConfig(**values)
+    err = e.value.errors()[0]
+    return err["loc"], err["msg"]
+
+
 def test_bad_configuration_names_the_key():
-    with pytest.raises(ConfigError, match="train.schedule.*'cosine' or 'constant'"):
-        TrainConfig(schedule="linear")
+    assert _first_error(schedule="linear") == (("schedule",), "Input should be 'cosine' or 'constant'")
+    assert _first_error(batchsize=8)[0] == ("batchsize",)  # extra keys are rejected
+    for key, value, allowed in [
+        ("epochs", 0, "greater than or equal to 1"),
+        ("max_steps", 0, "greater than or equal to 1"),
+        ("keep_last", -1, "greater than or equal to 0"),
+        ("lr", 0.0, "greater than 0"),
+        ("lr", float("inf"), "finite"),
+        ("weight_decay", -0.1, "greater than or equal to 0"),
+        ("betas", (0.9, 1.0), "[0, 1)"),
+        ("warmup_fraction", 1.0, "less than 1"),
+        ("min_lr_ratio", 1.5, "less than or equal to 1"),
+        ("grad_clip", 0.0, "greater than 0"),
+        ("precision", "fp8", "'fp32', 'bf16' or 'fp16'"),
+        ("device", "tpu", "'auto', 'cpu' or 'cuda'"),
+        ("patience", 3, "early_stopping_metric"),
+    ]:
+        loc, msg = _first_error(**{key: value})
+        assert loc == (key,) and allowed in msg, (key, msg)
+    cfg = TrainConfig(early_stopping_metric="val_r", patience=3, betas=[0.5, 0.6])  # YAML lists
+    assert cfg.betas == (0.5, 0.6)
+    with pytest.raises(ValidationError, match="early_stopping_metric"):
+        cfg.early_stopping_metric = None  # checked on assignment too, and left as it was
+    assert cfg.early_stopping_metric == "val_r"
     with pytest.raises(ConfigError, match="train.precision.*CUDA"):
         Trainer(TinyRegressor(), config(precision="fp16", device="cpu"), Regression(16))
-    with pytest.raises(ConfigError, match="train.batchsize: unknown key"):
-        TrainConfig.from_dict({"batchsize": 8})
     with pytest.raises(ConfigError, match="fewer than one batch"):
         Trainer(TinyRegressor(), config(batch_size=32), Regression(16))
     with pytest.raises(ConfigError, match="grad_checkpointing"):

@@ -2,9 +2,10 @@
 
 A run's ``checkpoints/`` folder holds ``step-XXXXXXXX.pt`` (the newest ``keep_last``),
 ``last.pt`` (the newest) and ``best.pt`` (the best by the early-stopping metric).
-``last.pt`` and ``best.pt`` are hard links to a step file where the file system allows,
-so a checkpoint is written once. Every file appears under its final name only when
-complete: a crash mid-write leaves the previous checkpoint untouched.
+``last.pt`` and ``best.pt`` are hard links to a step file where the file system allows
+(a copy elsewhere), so a checkpoint is written once and deleting an old step file never
+deletes what ``last.pt`` or ``best.pt`` name. Every file appears under its final name
+only when complete: a crash mid-write leaves the previous checkpoint untouched.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel
 
 from cinebrain._files import atomic_path
 
@@ -27,8 +29,11 @@ _STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
 
 
 def plain(obj: Any) -> Any:
-    """``obj`` as dicts, lists, tuples, numbers, strings and tensors (dataclasses, paths
-    and other objects converted) so that ``torch.load(weights_only=True)`` reads it."""
+    """``obj`` as dicts, lists, tuples, numbers, strings and tensors (dataclasses, pydantic
+    models, paths and other objects converted) so that ``torch.load(weights_only=True)``
+    reads it."""
+    if isinstance(obj, BaseModel):
+        return plain(obj.model_dump())
     if is_dataclass(obj) and not isinstance(obj, type):
         return plain(asdict(obj))
     if isinstance(obj, Mapping):
@@ -59,8 +64,22 @@ def load_checkpoint(
     return torch.load(Path(path), map_location=map_location, weights_only=True)
 
 
+def checkpoint_step(path: str | os.PathLike) -> int | None:
+    """The optimizer step a checkpoint was written at, without reading its tensors (they
+    are memory-mapped, not loaded); None when the file is missing or unreadable."""
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # missing, torn or not a checkpoint: whatever torch.load raises
+        return None
+    step = state.get("step") if isinstance(state, dict) else None
+    return int(step) if step is not None else None
+
+
 def _link(source: Path, target: Path) -> None:
     """Point ``target`` at ``source``'s content atomically (hard link, else a copy)."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.samefile(source, target):
+            return  # already the same file (a rename onto it would leave the temporary)
     with atomic_path(target) as tmp:
         tmp.unlink()
         try:
@@ -98,16 +117,16 @@ class CheckpointManager:
         ]
         return [p for _, p in sorted(found)]
 
-    def save(
-        self, payload: dict[str, Any], step: int, *, last: bool = True, best: bool = False
-    ) -> Path:
-        """Write ``payload`` as step ``step``; update ``last.pt`` and/or ``best.pt``.
+    def save(self, payload: dict[str, Any], step: int, *, best: bool = False) -> Path:
+        """Write ``payload`` as step ``step``, point ``last.pt`` at it (and ``best.pt`` with
+        ``best``), then delete step files beyond the newest ``keep_last``.
 
-        With ``last=False`` only ``best.pt`` is written (an evaluation between regular
-        checkpoints found a new best).
+        ``last.pt`` is updated before ``best.pt``: a crash between the two leaves a
+        ``last.pt`` whose state names itself the best, which :meth:`link_best` repairs on
+        resume. Only step files up to ``step`` count for rotation, so after resuming from
+        an earlier checkpoint the file just written is never the one deleted; later step
+        files (of the abandoned continuation) are replaced as the run reaches them.
         """
-        if not last:
-            return save_checkpoint(self.best, payload)
         if self.keep_last > 0:
             written = save_checkpoint(self.step_path(step), payload)
             _link(written, self.last)
@@ -115,11 +134,22 @@ class CheckpointManager:
             written = save_checkpoint(self.last, payload)
         if best:
             _link(written, self.best)
-        self._rotate()
+        self._rotate(step)
         return written
 
-    def _rotate(self) -> None:
-        files = self.step_files()
+    def link_best(self, source: str | os.PathLike) -> None:
+        """Point ``best.pt`` at the checkpoint ``source`` (atomically)."""
+        _link(Path(source), self.best)
+
+    def clear(self) -> None:
+        """Delete every checkpoint of this folder (step files, ``last.pt``, ``best.pt``):
+        what a fresh run does before writing its first one."""
+        for path in (*self.step_files(), self.last, self.best):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def _rotate(self, step: int) -> None:
+        files = [p for p in self.step_files() if int(_STEP_FILE.match(p.name).group(1)) <= step]
         for old in files[: max(0, len(files) - self.keep_last)]:
             with contextlib.suppress(FileNotFoundError):
                 old.unlink()

@@ -14,7 +14,8 @@ A model brings its own loss; the engine brings everything else. The model is an
 ``set_grad_checkpointing(enabled: bool)`` (optional)
     Called when ``TrainConfig.grad_checkpointing`` is set.
 ``config`` (optional)
-    A dataclass or dict, stored in every checkpoint so the model can be rebuilt.
+    A dataclass, pydantic model or dict, stored in every checkpoint (as plain dicts) so the
+    model can be rebuilt.
 ``flops_per_sample`` (optional)
     Training FLOPs (forward + backward) per sample, a number or a zero-argument callable;
     with it the log reports achieved FLOP/s.
@@ -28,6 +29,12 @@ optimizer, the schedule and every RNG of every rank are restored, and the batche
 interrupted epoch already trained on are skipped. Random augmentation inside DataLoader
 workers (``num_workers > 0``) is reseeded per epoch, not per batch, so it does not resume
 exactly mid-epoch.
+
+Checkpoints (``out_dir/checkpoints``, see :mod:`cinebrain.train.checkpoint`): a run that
+starts from step 0 without resuming first deletes the checkpoints an earlier run left
+there, so ``last.pt`` and ``best.pt`` only ever name this run's states. A new best is
+always written as a regular checkpoint, so ``last.pt`` is never older than ``best.pt``
+and resuming from it restores the early-stopping state that ``best.pt`` belongs to.
 """
 
 from __future__ import annotations
@@ -47,7 +54,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from cinebrain.errors import ConfigError
-from cinebrain.train.checkpoint import FORMAT_VERSION, CheckpointManager, load_checkpoint, plain
+from cinebrain.train.checkpoint import (
+    FORMAT_VERSION,
+    CheckpointManager,
+    checkpoint_step,
+    load_checkpoint,
+    plain,
+)
 from cinebrain.train.config import TrainConfig
 from cinebrain.train.data import (
     ResumableSampler,
@@ -87,7 +100,8 @@ _RESUME_SAFE = {
 @dataclass
 class History:
     """What :meth:`Trainer.fit` did: logged train and validation records (this call only;
-    ``metrics.jsonl`` holds the whole run), the best validation metric and the files."""
+    ``metrics.jsonl`` holds the whole run), the best validation metric and the files
+    (``best_checkpoint`` is None unless ``best.pt`` holds the state of ``best_step``)."""
 
     train: list[dict[str, Any]] = field(default_factory=list)
     val: list[dict[str, Any]] = field(default_factory=list)
@@ -303,6 +317,7 @@ class Trainer:
         self.elapsed_s = 0.0  # training wall time, summed over resumptions
         self.history = History()
         self._resumed = False
+        self._best_stale = False  # best.pt on disk is not the state of early_stopping.best_step
 
     # ------------------------------------------------------------------ set-up helpers
     def _check_precision(self) -> None:
@@ -345,6 +360,8 @@ class Trainer:
                 self.resume(path)
         if not self._resumed:
             seed_everything(self.config.seed + self.dist.rank)
+            if self.step == 0 and self.checkpoints is not None and self.is_main:
+                self.checkpoints.clear()  # a fresh run: an earlier run's files are not its own
         config = self.config
         log = MetricsLog(
             self.out_dir,
@@ -418,16 +435,17 @@ class Trainer:
                         log.write(record)
                         self.history.val.append(record)
                     done = finished or self.early_stopping.should_stop
-                    regular = (
-                        end_of_epoch
+                    due = (
+                        improved
+                        or end_of_epoch
                         or done
                         or (
                             config.checkpoint_every_steps is not None
                             and self.step % config.checkpoint_every_steps == 0
                         )
                     )
-                    if self.checkpoints is not None and (regular or improved):
-                        self.save_checkpoint(last=regular, best=improved)
+                    if self.checkpoints is not None and due:
+                        self.save_checkpoint(best=improved)
                     for callback in self.callbacks:
                         callback(self)
                     if done:
@@ -450,8 +468,9 @@ class Trainer:
             history.last_checkpoint = (
                 self.checkpoints.last if self.checkpoints.last.exists() else None
             )
+            named = self.early_stopping.best_step is not None and not self._best_stale
             history.best_checkpoint = (
-                self.checkpoints.best if self.checkpoints.best.exists() else None
+                self.checkpoints.best if named and self.checkpoints.best.exists() else None
             )
         return history
 
@@ -638,11 +657,11 @@ class Trainer:
             )
             set_rng_state(states[0])
 
-    def save_checkpoint(self, *, last: bool = True, best: bool = False) -> Path | None:
+    def save_checkpoint(self, *, best: bool = False) -> Path | None:
         """Write a checkpoint of the current state (rank 0 writes; every rank must call).
 
-        ``last`` writes ``step-XXXXXXXX.pt`` and points ``last.pt`` at it; ``best``
-        points ``best.pt`` at it (or writes ``best.pt`` alone when ``last`` is False).
+        Writes ``step-XXXXXXXX.pt`` (``last.pt`` alone when ``keep_last`` is 0) and points
+        ``last.pt`` at it; ``best`` also points ``best.pt`` at it.
         """
         if self.checkpoints is None:
             raise ValueError("no out_dir in the TrainConfig: nowhere to write checkpoints")
@@ -651,7 +670,10 @@ class Trainer:
             return None
         payload = self.state_dict()
         payload["rng"] = rng
-        return self.checkpoints.save(payload, self.step, last=last, best=best)
+        written = self.checkpoints.save(payload, self.step, best=best)
+        if best:
+            self._best_stale = False
+        return written
 
     def resume(self, path: str | Path) -> None:
         """Load the checkpoint at ``path``; the next :meth:`fit` continues from it."""
@@ -669,6 +691,32 @@ class Trainer:
             )
         self.load_state_dict(state)
         self._resumed = True
+        if self.checkpoints is not None and self.is_main:
+            self._match_best(Path(path))
+
+    def _match_best(self, resumed: Path) -> None:
+        """Make ``best.pt`` the checkpoint of the resumed early-stopping state's best step,
+        or mark it stale (kept, not reported) when that checkpoint is gone."""
+        best_step = self.early_stopping.best_step
+        best = self.checkpoints.best
+        on_disk = checkpoint_step(best) if best.exists() else None
+        if on_disk == best_step or (best_step is None and on_disk is None):
+            self._best_stale = False
+            return
+        if best_step == self.step:
+            # the resumed checkpoint is the best (a crash came between last.pt and best.pt)
+            self.checkpoints.link_best(resumed)
+        elif best_step is not None and checkpoint_step(self.checkpoints.step_path(best_step)) == best_step:
+            self.checkpoints.link_best(self.checkpoints.step_path(best_step))
+        else:
+            self._best_stale = True
+            warnings.warn(
+                f"{best} holds step {on_disk}, not the resumed run's best step {best_step}: "
+                "it is kept, but not reported as the best, until a new best replaces it",
+                stacklevel=3,
+            )
+            return
+        self._best_stale = False
 
     def _find_resume(self, resume: bool | str | Path) -> Path | None:
         if resume is True:
