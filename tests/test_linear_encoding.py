@@ -41,9 +41,9 @@ def _standardised(X, rows):
     return ((X - mean) / std).astype(np.float32)
 
 
-# Held-out predictions of run 2 by the encoding fit of cinebrain 0.x's `cinebrain fit`
-# (workflow._fit_on) on _design(), pinned: rows 0, 7 and -1 of the run, and of the a+c subset
-# rows 0 and -1.
+# Held-out predictions of run 2 on _design() by `cinebrain fit` as it was before its science
+# moved here (and equal to it then, bit for bit), pinned: rows 0, 7 and -1 of the run, rows 0
+# and -1 of the a+c subset, and the selected alphas.
 PINNED = {
     "banded": {
         "pred": [[0.24001312, 0.6277565, 4.4918914, -5.877136],
