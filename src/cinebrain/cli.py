@@ -20,7 +20,9 @@ from cinebrain import __version__
 from cinebrain.config import RunConfig, load_config
 from cinebrain.errors import InputError
 
-_SKIP = {"study", "out"}
+#: Keys that are not options of a command: the study and run folder have their own flags;
+#: where the training engine writes and whether it shows progress are set by the pipeline.
+_SKIP = {"study", "out", "autoencoder.train.out_dir", "autoencoder.train.progress"}
 
 
 def _leaf_fields(model: type[BaseModel], prefix: str = ""):

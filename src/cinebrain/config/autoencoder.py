@@ -11,7 +11,7 @@ from cinebrain.train import TrainConfig
 
 #: The autoencoder's training defaults (the engine's other settings keep theirs): early
 #: stopping on the validation block's median r.
-AUTOENCODER_TRAINING = {
+AUTOENCODER_TRAINING: dict[str, Any] = {
     "epochs": 60,
     "batch_size": 8,
     "lr": 2e-3,
@@ -26,6 +26,11 @@ AUTOENCODER_TRAINING = {
     "log_every": 10,
     "tensorboard": True,
 }
+
+
+#: The training engine's schema with the autoencoder's defaults: a YAML ``train`` section
+#: that leaves a key out keeps the autoencoder's default, not the engine's.
+AutoencoderTrainConfig = TrainConfig.with_defaults("AutoencoderTrainConfig", **AUTOENCODER_TRAINING)
 
 
 class AutoencoderRunConfig(Section):
@@ -60,8 +65,8 @@ class AutoencoderRunConfig(Section):
         description="validation block: this fraction of the training TRs, at the end of the "
         "last training run, after a gap of the HRF length",
     )
-    train: TrainConfig = Field(
-        default_factory=lambda: TrainConfig(**AUTOENCODER_TRAINING),
+    train: AutoencoderTrainConfig = Field(  # type: ignore[valid-type]
+        default_factory=AutoencoderTrainConfig,
         description="the training engine's settings (cinebrain.train.TrainConfig)",
     )
     threads: int | None = Field(None, ge=1, description="torch CPU threads (null: torch default)")
