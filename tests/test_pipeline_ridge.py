@@ -1,4 +1,4 @@
-"""The linear stages of a run (features -> fit -> evaluate) on a small simulated study.
+"""The ridge pipeline's stages (features -> fit -> evaluate) on a small simulated study.
 
 Checks the split schemes end to end: what is held out, that leave-one-run-out predictions
 are exactly those of a model fit without the predicted run, and that the simulator's
@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cinebrain import workflow
 from cinebrain.config import RunConfig, save_config
 from cinebrain.metrics import pearson_r
+from cinebrain.pipelines import ridge
+from cinebrain.pipelines.runfolder import RunFolder
 
 QUIET = lambda msg: None  # noqa: E731
 
@@ -48,18 +49,17 @@ def _config(study, out, **split) -> RunConfig:
 def features(study, tmp_path_factory):
     out = tmp_path_factory.mktemp("wf_features") / "run"
     config = _config(study, out)
-    out.mkdir(parents=True)
-    workflow.extract_features(config, QUIET)
+    ridge.features(config, QUIET)
     return out
 
 
 def _run(study, features, tmp_path, **split):
     out = tmp_path / "run"
-    shutil.copytree(features, out)
+    shutil.copytree(features, out)  # the whole run folder, its stage manifests included
     config = _config(study, out, **split)
-    save_config(config, out / "config.yaml")
-    workflow.fit(config, QUIET)
-    summary = workflow.evaluate(config, QUIET)
+    save_config(config, RunFolder(out).config)
+    ridge.fit(config, QUIET)
+    summary = ridge.evaluate(config, QUIET)
     return out, summary
 
 
@@ -70,49 +70,53 @@ def loro(study, features, tmp_path_factory):
 
 def test_held_out_scores_only_the_test_run(study, features, tmp_path):
     out, _ = _run(study, features, tmp_path, test_runs=["run-2"])
-    idx = np.load(out / "predictions" / "sub-01" / "test_run_index.npy")
+    idx = np.load(RunFolder(out).prediction("sub-01", "test_run_index"))
     assert set(idx.tolist()) == {1}
-    info = json.loads((out / "models" / "sub-01" / "bands.json").read_text())
+    info = json.loads(RunFolder(out).bands("sub-01").read_text())
     assert info["scheme"] == "held_out"
     assert info["train_runs"] == ["run-1", "run-3"] and info["test_runs"] == ["run-2"]
 
 
 def test_leave_one_run_out_predicts_every_run_without_seeing_it(study, features, loro, tmp_path):
     out, _ = loro
-    idx = np.load(out / "predictions" / "sub-01" / "test_run_index.npy")
+    run = RunFolder(out)
+    idx = np.load(run.prediction("sub-01", "test_run_index"))
     assert np.array_equal(idx, np.sort(idx)) and set(idx.tolist()) == {0, 1, 2}
-    info = json.loads((out / "models" / "sub-01" / "bands.json").read_text())
+    info = json.loads(run.bands("sub-01").read_text())
     assert info["scheme"] == "leave_one_run_out"
     assert info["train_runs"] == info["test_runs"] == ["run-1", "run-2", "run-3"]
     # The rows of run-2 are exactly what a model fit on runs 1 and 3 predicts for it.
     held, _ = _run(study, features, tmp_path, test_runs=["run-2"])
-    for name in ("test_pred.npy", "test_split.npy", "test_true.npy"):
-        a = np.load(out / "predictions" / "sub-01" / name)
-        b = np.load(held / "predictions" / "sub-01" / name)
+    for name in ("test_pred", "test_split", "test_true"):
+        a = np.load(run.prediction("sub-01", name))
+        b = np.load(RunFolder(held).prediction("sub-01", name))
         np.testing.assert_allclose(a[..., idx == 1, :], b, rtol=1e-5, atol=1e-6, err_msg=name)
     # The saved model is the refit on all runs, not the model of a fold.
-    assert not np.allclose(np.load(out / "models" / "sub-01" / "coef.npy"),
-                           np.load(held / "models" / "sub-01" / "coef.npy"))
+    assert not np.allclose(np.load(run.model("sub-01", "coef")),
+                           np.load(RunFolder(held).model("sub-01", "coef")))
 
 
 def test_leave_one_run_out_scores_every_tr_and_recovers_truth(study, loro):
     import nibabel as nib
 
+    from cinebrain.data.simulate import truth_modality_file
+
     out, summary = loro
-    pred = np.load(out / "predictions" / "sub-01" / "test_pred.npy")
-    true = np.load(out / "predictions" / "sub-01" / "test_true.npy")
-    r = np.load(out / "metrics" / "sub-01" / "r.npy")
+    run = RunFolder(out)
+    pred = np.load(run.prediction("sub-01", "test_pred"))
+    true = np.load(run.prediction("sub-01", "test_true"))
+    r = np.load(run.metric("sub-01", "r"))
     np.testing.assert_allclose(r, pearson_r(true, pred), atol=1e-5)
     rows = {(row["subject"], row["region"]): row for row in summary["ground_truth"]["rows"]}
-    mask = np.asarray(nib.load(out / "mask.nii.gz").dataobj).astype(bool)
-    truth = nib.load(Path(study).parent / "ground_truth" / "modality.nii.gz")
+    mask = np.asarray(nib.load(run.mask).dataobj).astype(bool)
+    truth = nib.load(truth_modality_file(Path(study).parent))
     modality = np.asarray(truth.dataobj)[mask].astype(int)
     for s in ("sub-01", "sub-02"):
         assert rows[(s, "visual")]["median_r"] > 0.3
         # each 64-TR run is tested on its own (their predictions come from fits on each
         # other): visual voxels are small p one by one, though too few TRs per run for
         # FDR over all voxels; undriven voxels are near the nominal rate
-        p = np.load(out / "metrics" / s / "p.npy")
+        p = np.load(run.metric(s, "p"))
         assert np.median(p[modality == 1]) < 0.01 and (p[modality == 1] < 0.05).mean() > 0.8
         assert (p[modality == 0] < 0.05).mean() < 0.09
         assert rows[(s, "undriven")]["fraction_significant"] < 0.01
@@ -120,8 +124,8 @@ def test_leave_one_run_out_scores_every_tr_and_recovers_truth(study, loro):
         # together, so their median r scatters more than independent voxels' would)
         assert abs(rows[(s, "undriven")]["median_r"]) < 0.1
     # Variance partitioning from subset models refit per held-out run.
-    assert (out / "predictions" / "sub-01" / "subset_r2__visual.npy").is_file()
-    assert (out / "metrics" / "sub-01" / "unique_visual.npy").is_file()
+    assert run.subset_r2("sub-01", ["visual"]).is_file()
+    assert run.metric("sub-01", "unique_visual").is_file()
     assert "phase-randomised" in summary["significance_test"]
 
 
@@ -135,32 +139,33 @@ def test_evaluate_uses_the_configured_null(study, loro, tmp_path):
     src, _ = loro
     out = tmp_path / "run"
     shutil.copytree(src, out)
-    d = out / "predictions" / "sub-01"
-    true, pred = np.load(d / "test_true.npy"), np.load(d / "test_pred.npy")
-    lengths = np.bincount(np.load(d / "test_run_index.npy")).tolist()
+    run = RunFolder(out)
+    true = np.load(run.prediction("sub-01", "test_true"))
+    pred = np.load(run.prediction("sub-01", "test_pred"))
+    lengths = np.bincount(np.load(run.prediction("sub-01", "test_run_index"))).tolist()
     assert len(lengths) >= 2
     bounds = np.cumsum([0, *lengths])
     runs = list(zip(bounds[:-1], bounds[1:], strict=True))
     # leave-one-run-out: each run tested on its own, the runs' p-values combined
-    summary = workflow.evaluate(_config(study, out, scheme="leave_one_run_out"), QUIET)
+    summary = ridge.evaluate(_config(study, out, scheme="leave_one_run_out"), QUIET)
     assert "each held-out run tested on its own" in summary["significance_test"]
     per_run = [phase_randomization_test(true[a:b], pred[a:b], 1000, seed=k, tail="normal")[1]
                for k, (a, b) in enumerate(runs)]
-    np.testing.assert_allclose(np.load(out / "metrics" / "sub-01" / "p.npy"),
+    np.testing.assert_allclose(np.load(run.metric("sub-01", "p")),
                                cauchy_combination(np.stack(per_run)), rtol=1e-5)
     config = _config(study, out, scheme="leave_one_run_out")
     config.evaluate.null = "block"
     config.evaluate.runs = "pooled"
-    summary = workflow.evaluate(config, QUIET)
+    summary = ridge.evaluate(config, QUIET)
     assert "block permutation (12 s blocks" in summary["significance_test"]
     assert "each held-out run" not in summary["significance_test"]
     # 12 s at TR 1.5 s is 8 TRs
     _, p = block_permutation_test(true, pred, 1000, block_size=8, seed=0, run_lengths=lengths)
-    np.testing.assert_allclose(np.load(out / "metrics" / "sub-01" / "p.npy"), p, rtol=1e-6)
+    np.testing.assert_allclose(np.load(run.metric("sub-01", "p")), p, rtol=1e-6)
     config.evaluate.null, config.evaluate.runs = "phase", "pooled"
-    workflow.evaluate(config, QUIET)
+    ridge.evaluate(config, QUIET)
     _, p = phase_randomization_test(true, pred, 1000, seed=0, run_lengths=lengths)
-    np.testing.assert_allclose(np.load(out / "metrics" / "sub-01" / "p.npy"), p, rtol=1e-6)
+    np.testing.assert_allclose(np.load(run.metric("sub-01", "p")), p, rtol=1e-6)
 
 
 def test_leave_one_run_out_needs_two_runs(tmp_path, capsys):
