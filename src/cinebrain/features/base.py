@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,8 @@ class FeatureSpace:
         overlap-weighted average of the samples inside each TR (dense features: frames,
         audio frames). ``"overlap"``: sum of values weighted by the fraction of the TR each
         sample covers, uncovered time counting as zero (annotations, events, words).
+    meta : dict
+        Provenance and labels (source file, frame rate, ``band``...), JSON values.
     """
 
     name: str
@@ -75,7 +78,8 @@ class FeatureSpace:
         return float(np.max(self.onsets + self.durations)) if self.n_samples else 0.0
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Save to one ``.npz`` file, atomically."""
+        """Save to one ``.npz`` file, atomically (``meta`` as JSON; values that are not
+        JSON are stored as their text)."""
         path = Path(path)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(
@@ -86,6 +90,7 @@ class FeatureSpace:
                 durations=self.durations,
                 feature_names=np.array(self.feature_names or [], dtype=str),
                 method=np.array(self.method),
+                meta=np.array(json.dumps(self.meta, sort_keys=True, default=str)),
             )
         return path
 
@@ -93,6 +98,7 @@ class FeatureSpace:
     def load(cls, path: str | os.PathLike) -> FeatureSpace:
         with np.load(path, allow_pickle=False) as z:
             names = [str(s) for s in z["feature_names"]]
+            meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
             return cls(
                 name=str(z["name"]),
                 values=z["values"],
@@ -100,4 +106,5 @@ class FeatureSpace:
                 durations=z["durations"],
                 feature_names=names or None,
                 method=str(z["method"]),
+                meta=meta,
             )
