@@ -13,6 +13,7 @@ the final prediction. Paths: :class:`~cinebrain.pipelines.runfolder.AutoencoderF
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -187,9 +188,11 @@ def train(config: RunConfig, log: Log = _print, resume: bool = False,
                          "autoencoder")
     with run.stage("train", depends=depends, config_hash=hash_, owns=("autoencoder",)) as st:
         ae = st.autoencoder
-        if resume:  # the committed checkpoints continue in the staging folder
+        if resume:
+            # The committed checkpoints continue in the staging folder: hard links (the
+            # engine replaces files, never writes into them), copies across file systems.
             shutil.copytree(run.autoencoder.base, ae.base, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("lesions"))
+                            ignore=shutil.ignore_patterns("lesions"), copy_function=_link)
         info: dict[str, Any] = {"preset": settings.preset,
                                 "settings": settings.model_dump(mode="json"),
                                 "split": data.split, "groups": {}}
@@ -245,6 +248,13 @@ def train(config: RunConfig, log: Log = _print, resume: bool = False,
     for stage in run.stages("lesion-"):  # lesions of the previous model
         run.forget(stage)
     return result
+
+
+def _link(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _predict_test(model, sd: SubjectInputs, mcfg, lesion=None) -> dict:
