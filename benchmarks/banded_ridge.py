@@ -23,7 +23,9 @@ import warnings
 
 import numpy as np
 
-from cinebrain.linear import BandedRidgeCV, contiguous_splits, correlation_per_target
+from cinebrain.data.splits import contiguous_folds
+from cinebrain.linear import BandedRidgeCV
+from cinebrain.metrics import pearson_r
 
 
 def synthetic(n_train, n_test, sizes, n_voxels, seed=0):
@@ -94,7 +96,7 @@ def main():
     n = args.samples
     alphas = np.logspace(-1, 7, args.n_alphas).astype(np.float32)
     X, Y, X_test, Y_test = synthetic(n, n // 5, sizes, args.voxels)
-    folds = contiguous_splits(n, 5)
+    folds = contiguous_folds(n, 5)
     print(f"X {X.shape} (spaces {sizes}), Y {Y.shape} float32, {alphas.size} alphas, "
           f"{args.n_iter} band-weight candidates, 5 contiguous folds"
           + (f", backend={args.backend}, device={args.device}"
@@ -142,7 +144,7 @@ def main():
     cv_him = np.asarray(him_backend.to_numpy(him.cv_scores_)).max(0)
     r_cb = model.score(X_test, Y_test)
     # r ignores the intercept
-    r_him = correlation_per_target(Y_test, X_test @ him_backend.to_numpy(him.coef_))
+    r_him = pearson_r(Y_test, X_test @ him_backend.to_numpy(him.coef_))
     print()
     print(f"speed-up vs himalaya              : {t_him / t_cb:6.2f}x")
     print(f"mean CV score (-MSE, higher=better): cinebrain {cv_cb.mean():.5f}, "

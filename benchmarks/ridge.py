@@ -30,7 +30,9 @@ import warnings
 
 import numpy as np
 
-from cinebrain.linear import RidgeCV, contiguous_splits, correlation_per_target
+from cinebrain.data.splits import contiguous_folds
+from cinebrain.linear import RidgeCV
+from cinebrain.metrics import pearson_r
 
 
 def synthetic(n_train, n_test, n_features, n_voxels, seed=0):
@@ -104,7 +106,7 @@ def main():
     n, p, t = args.samples, args.features, args.voxels
     alphas = np.logspace(-1, 7, 15).astype(np.float32)
     X, Y, X_test, Y_test = synthetic(n, n // 5, p, t)
-    folds = contiguous_splits(n, 5)
+    folds = contiguous_folds(n, 5)
     print(f"X {X.shape} float32, Y {Y.shape} float32 ({Y.nbytes / 2**20:.0f} MB), "
           f"{alphas.size} alphas, 5 contiguous folds, backend={args.backend}"
           + (f", device={args.device}, tie_break={args.tie_break}"
@@ -161,16 +163,16 @@ def main():
                            lambda: himalaya_fit(X, Y), sync)
         him_alphas = him_backend.to_numpy(him.best_alphas_)
         him_coef = him_backend.to_numpy(him.coef_)
-        same = np.isclose(model.alpha_, him_alphas, rtol=1e-4)
+        same = np.isclose(model.best_alphas_, him_alphas, rtol=1e-4)
         # disagreements that are float32 near-ties of the CV score (< 1e-6 relative)
         cols = np.flatnonzero(~same)
-        idx_cb = np.searchsorted(alphas, model.alpha_[cols] * (1 - 1e-4))
+        idx_cb = np.searchsorted(alphas, model.best_alphas_[cols] * (1 - 1e-4))
         idx_him = np.searchsorted(alphas, him_alphas[cols] * (1 - 1e-4))
         s_cb, s_him = model.cv_scores_[idx_cb, cols], model.cv_scores_[idx_him, cols]
         ties = np.abs(s_cb - s_him) <= 1e-6 * np.abs(s_him)
-        r_him = correlation_per_target(Y_test, X_test @ him_coef)  # r ignores the intercept
+        r_him = pearson_r(Y_test, X_test @ him_coef)  # r ignores the intercept
         exact = exact_best_alphas(X, Y[:, cols], alphas.astype(np.float64), folds)
-        exact_cb = np.isclose(exact, model.alpha_[cols], rtol=1e-4).sum()
+        exact_cb = np.isclose(exact, model.best_alphas_[cols], rtol=1e-4).sum()
         exact_him = np.isclose(exact, him_alphas[cols], rtol=1e-4).sum()
         results["himalaya"] = t_him
         del him
@@ -181,7 +183,7 @@ def main():
             warnings.simplefilter("ignore")
             sk, t_sk = timed("scikit-learn RidgeCV (GCV, per target)", lambda: SklearnRidgeCV(
                 alphas=alphas, alpha_per_target=True).fit(X, Y))
-        r_sk = correlation_per_target(Y_test, X_test @ sk.coef_.T)
+        r_sk = pearson_r(Y_test, X_test @ sk.coef_.T)
         results["scikit-learn"] = t_sk
         del sk
 

@@ -7,15 +7,15 @@ import warnings
 import numpy as np
 import pytest
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import Ridge
 from sklearn.linear_model import RidgeCV as SkRidgeCV
 
+from cinebrain.data.splits import contiguous_folds
 from cinebrain.linear import (
     BandedRidgeCV,
     RidgeCV,
     band_weight_candidates,
-    contiguous_splits,
-    correlation_per_target,
     solve_banded_ridge_cv,
     solve_ridge,
     solve_ridge_cv,
@@ -107,7 +107,7 @@ def test_loo_matches_sklearn_ridgecv(backend):
     model = RidgeCV(alphas=ALPHAS, cv="loo", backend=backend).fit(X, Y)
     ref = SkRidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(X.astype(np.float64),
                                                               Y.astype(np.float64))
-    np.testing.assert_allclose(model.alpha_, ref.alpha_, rtol=1e-6)
+    np.testing.assert_allclose(model.best_alphas_, ref.alpha_, rtol=1e-6)
     np.testing.assert_allclose(model.coef_, ref.coef_.T, rtol=1e-3,
                                atol=1e-4 * np.abs(ref.coef_).max())
     np.testing.assert_allclose(model.intercept_, ref.intercept_, rtol=1e-4, atol=1e-3)
@@ -117,10 +117,10 @@ def test_loo_matches_sklearn_ridgecv(backend):
 def test_ridgecv_matches_himalaya_on_same_folds(backend):
     hr = _himalaya()
     X, Y = _data(n=300, p=40, t=60)
-    folds = contiguous_splits(X.shape[0], 5)
+    folds = contiguous_folds(X.shape[0], 5)
     model = RidgeCV(alphas=ALPHAS, cv=5, backend=backend).fit(X, Y)
     ref = hr.RidgeCV(alphas=ALPHAS, cv=folds, fit_intercept=True).fit(X, Y)
-    _assert_same_alphas(model.alpha_, ref.best_alphas_, model.cv_scores_)
+    _assert_same_alphas(model.best_alphas_, ref.best_alphas_, model.cv_scores_)
     np.testing.assert_allclose(model.cv_scores_.max(0), ref.cv_scores_, rtol=1e-4)
     np.testing.assert_allclose(model.predict(X), ref.predict(X), rtol=1e-4,
                                atol=1e-4 * np.abs(Y).max())
@@ -137,7 +137,7 @@ def test_ridgecv_with_gap_and_small_training_folds_matches_himalaya():
     for folds in (gapped, small_train):
         model = RidgeCV(alphas=ALPHAS, cv=folds).fit(X, Y)
         ref = hr.RidgeCV(alphas=ALPHAS, cv=folds, fit_intercept=True).fit(X, Y)
-        _assert_same_alphas(model.alpha_, ref.best_alphas_, model.cv_scores_)
+        _assert_same_alphas(model.best_alphas_, ref.best_alphas_, model.cv_scores_)
         np.testing.assert_allclose(model.cv_scores_.max(0), ref.cv_scores_, rtol=1e-4)
 
 
@@ -163,15 +163,15 @@ def test_near_ties_are_decided_as_himalaya_decides_them(fit_intercept):
     ref = hr.RidgeCV(alphas=ALPHAS, cv=folds, fit_intercept=fit_intercept).fit(X, Y).best_alphas_
     plain = RidgeCV(alphas=ALPHAS, cv=folds, fit_intercept=fit_intercept, tie_break="larger").fit(X, Y)
     # the data have near-ties that cinebrain's own (more accurate) losses decide otherwise
-    assert (~np.isclose(plain.alpha_, ref, rtol=1e-5)).sum() >= 2
+    assert (~np.isclose(plain.best_alphas_, ref, rtol=1e-5)).sum() >= 2
     for backend in BACKENDS:
         model = RidgeCV(alphas=ALPHAS, cv=folds, fit_intercept=fit_intercept,
                         backend=backend).fit(X, Y)
-        np.testing.assert_allclose(model.alpha_, ref, rtol=1e-5)
+        np.testing.assert_allclose(model.best_alphas_, ref, rtol=1e-5)
         # only near-tied targets were re-decided: their CV losses agree to 1e-5
-        changed = model.alpha_ != plain.alpha_
-        i = np.searchsorted(ALPHAS, model.alpha_[changed] * (1 - 1e-5))
-        j = np.searchsorted(ALPHAS, plain.alpha_[changed] * (1 - 1e-5))
+        changed = model.best_alphas_ != plain.best_alphas_
+        i = np.searchsorted(ALPHAS, model.best_alphas_[changed] * (1 - 1e-5))
+        j = np.searchsorted(ALPHAS, plain.best_alphas_[changed] * (1 - 1e-5))
         cols = np.flatnonzero(changed)
         np.testing.assert_allclose(plain.cv_scores_[i, cols], plain.cv_scores_[j, cols], rtol=1e-5)
     with pytest.raises(ValueError, match="tie_break"):
@@ -183,7 +183,7 @@ def test_cross_products_summed_from_partitioning_folds_give_the_full_refit(backe
     from cinebrain.linear.solvers import _partitions
 
     X, Y = _data(n=250, p=30, t=40)
-    folds = contiguous_splits(X.shape[0], 5)
+    folds = contiguous_folds(X.shape[0], 5)
     idx = np.arange(X.shape[0])
     gapped = [(idx[(idx < a - 5) | (idx >= a + 55)], idx[a:a + 50]) for a in range(0, 250, 50)]
     assert _partitions(folds, X.shape[0]) and not _partitions(gapped, X.shape[0])
@@ -216,7 +216,7 @@ def test_cv_losses_equal_float64_solves(backend, p):
     # (200) and more (300), so the rotated losses cover every shape of the QR factor, with
     # several triangular blocks
     X, Y = _data(n=600, p=p, t=30, seed=3)
-    folds = contiguous_splits(X.shape[0], 3)
+    folds = contiguous_folds(X.shape[0], 3)
     out = solve_ridge_cv(X, Y, ALPHAS, cv=3, backend=backend, n_targets_batch=13)
     np.testing.assert_allclose(-out["cv_scores"], _float64_cv_losses(X, Y, ALPHAS, folds), rtol=2e-5)
 
@@ -237,7 +237,7 @@ def test_estimator_api_and_score():
     X, Y = _data(n=200, t=10)
     model = RidgeCV(alphas=[1.0, 10.0], cv=4)
     assert clone(model).get_params()["cv"] == 4 and not hasattr(model, "coef_")
-    with pytest.raises(ValueError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         model.predict(X)
     model.fit(X[:150], Y[:150])
     r = model.score(X[150:], Y[150:])
@@ -245,21 +245,20 @@ def test_estimator_api_and_score():
                                    zip(Y[150:].T, model.predict(X[150:]).T, strict=True)], rtol=1e-5)
     assert r.shape == (10,) and r[-1] > 0.9  # high-SNR target predicted well
     single = RidgeCV(alphas=ALPHAS, cv=4).fit(X, Y[:, 3])
-    assert single.coef_.shape == (X.shape[1],) and np.ndim(single.alpha_) == 0
-    assert np.isclose(single.alpha_, RidgeCV(alphas=ALPHAS, cv=4).fit(X, Y).alpha_[3])
-    assert correlation_per_target(np.ones((5, 1)), np.arange(5.0)[:, None])[0] == 0
+    assert single.coef_.shape == (X.shape[1],) and np.ndim(single.best_alphas_) == 0
+    assert np.isclose(single.best_alphas_, RidgeCV(alphas=ALPHAS, cv=4).fit(X, Y).best_alphas_[3])
 
 
 @pytest.mark.parametrize(
     "change, message",
     [
         (dict(Y=np.full((20, 2), np.nan)), "NaN"),
-        (dict(X=np.full((20, 3), np.inf)), "NaN"),
+        (dict(X=np.full((20, 3), np.inf)), "infinity"),
         (dict(Y=np.zeros((19, 2))), "same number of rows"),
         (dict(X=np.zeros(20)), "2D"),
         (dict(alphas=[1.0, -1.0]), "alphas must be finite and > 0"),
         (dict(alphas=[]), "non-empty"),
-        (dict(cv=1), ">= 2 folds"),
+        (dict(cv=1), "n_folds must be >= 2"),
         (dict(cv="kfold"), "cv must be"),
         (dict(cv=[(np.arange(10), np.arange(5, 15))]), "overlap"),
         (dict(cv=[(np.arange(10), np.arange(10, 25))]), "out of range"),
@@ -295,7 +294,7 @@ def test_banded_matches_himalaya_on_same_candidates(backend):
     X, Y, _ = _banded_data()
     sizes = [12, 20, 16]
     gammas = np.random.default_rng(3).dirichlet([1.0, 1.0, 1.0], 8)
-    folds = contiguous_splits(X.shape[0], 5)
+    folds = contiguous_folds(X.shape[0], 5)
     model = BandedRidgeCV(groups=sizes, alphas=ALPHAS, n_iter=gammas, cv=5,
                           backend=backend).fit(X, Y)
     ref = hr.BandedRidgeCV(groups=np.repeat([0, 1, 2], sizes), cv=folds, fit_intercept=True,
@@ -328,7 +327,7 @@ def test_banded_scores_at_least_as_well_as_himalaya_random_search():
     hr = _himalaya()
     X, Y, _ = _banded_data()
     sizes = [12, 20, 16]
-    folds = contiguous_splits(X.shape[0], 5)
+    folds = contiguous_folds(X.shape[0], 5)
     model = BandedRidgeCV(groups=sizes, alphas=ALPHAS, n_iter=12, cv=folds).fit(X, Y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -361,3 +360,52 @@ def test_band_weight_candidates():
     np.testing.assert_allclose(g[0], 1 / 3)
     np.testing.assert_array_equal(g[1:4], np.eye(3))
     np.testing.assert_array_equal(g, band_weight_candidates(3, 10, random_state=0))
+
+
+# --------------------------------------------------------------------------- folds
+
+
+@pytest.mark.parametrize("make", [
+    lambda **kw: RidgeCV(alphas=ALPHAS, **kw),
+    lambda **kw: BandedRidgeCV(groups=[10, 20], alphas=ALPHAS, n_iter=4, **kw),
+])
+def test_int_cv_uses_contiguous_folds_with_gap_and_runs(make):
+    """cv=int with gap and fit(groups=runs) gives exactly the run pipeline's folds
+    (contiguous_folds with run_index); splitters see the runs through split(X, y, groups)."""
+    from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
+
+    X, Y = _data(n=242, p=30, t=12)
+    runs = np.repeat([0, 1, 2], [90, 80, 72])
+    folds = contiguous_folds(242, 5, gap=12, run_index=runs)
+    ref = make(cv=folds).fit(X, Y)
+    model = make(cv=5, gap=12).fit(X, Y, groups=runs)
+    np.testing.assert_array_equal(model.cv_scores_, ref.cv_scores_)
+    np.testing.assert_array_equal(model.coef_, ref.coef_)
+    # without runs the gap crosses run boundaries; without a gap the folds partition
+    no_runs = make(cv=5, gap=12).fit(X, Y)
+    np.testing.assert_array_equal(
+        no_runs.cv_scores_, make(cv=contiguous_folds(242, 5, gap=12)).fit(X, Y).cv_scores_)
+    assert not np.array_equal(no_runs.cv_scores_, model.cv_scores_)
+    plain = make(cv=5).fit(X, Y)
+    np.testing.assert_array_equal(plain.cv_scores_,
+                                  make(cv=contiguous_folds(242, 5)).fit(X, Y).cv_scores_)
+    for splitter in (LeaveOneGroupOut(), GroupKFold(3)):
+        listed = list(splitter.split(X, Y, runs))
+        by_splitter = make(cv=splitter).fit(X, Y, groups=runs)
+        np.testing.assert_array_equal(by_splitter.cv_scores_, make(cv=listed).fit(X, Y).cv_scores_)
+
+
+def test_invalid_fold_options_raise():
+    X, Y = _data(n=60, p=6, t=2)
+    runs = np.repeat([0, 1], 30)
+    folds = contiguous_folds(60, 3)
+    with pytest.raises(ValueError, match="gap=4 applies to cv=int"):
+        RidgeCV(cv=folds, gap=4).fit(X, Y)
+    with pytest.raises(ValueError, match="already fixes the folds"):
+        RidgeCV(cv=folds).fit(X, Y, groups=runs)
+    with pytest.raises(ValueError, match="not used by cv='loo'"):
+        RidgeCV(cv="loo").fit(X, Y, groups=runs)
+    with pytest.raises(ValueError, match="run of each sample"):
+        RidgeCV(cv=3).fit(X, Y, groups=runs[:50])
+    with pytest.raises(ValueError, match="gap must be an int >= 0"):
+        BandedRidgeCV(cv=3, gap=-1).fit(X, Y)

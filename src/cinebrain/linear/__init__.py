@@ -2,15 +2,16 @@
 
 Estimators (:class:`RidgeCV`, :class:`BandedRidgeCV`) follow the scikit-learn API; the
 numerical work lives in plain solver functions (:mod:`cinebrain.linear.solvers`) written
-once against a numpy / torch backend (:mod:`cinebrain.linear.backends`).
+once against a numpy / torch backend (:mod:`cinebrain.linear.backends`). Folds come from
+:func:`cinebrain.data.splits.contiguous_folds`; per-target r from
+:func:`cinebrain.metrics.pearson_r`.
 """
 
 from cinebrain.linear.backends import BACKENDS, get_backend
-from cinebrain.linear.estimators import BandedRidgeCV, RidgeCV, correlation_per_target
+from cinebrain.linear.estimators import BandedRidgeCV, RidgeCV, median_r_scorer
 from cinebrain.linear.solvers import (
     DEFAULT_ALPHAS,
     band_weight_candidates,
-    contiguous_splits,
     solve_banded_ridge_cv,
     solve_ridge,
     solve_ridge_cv,
@@ -22,9 +23,8 @@ __all__ = [
     "BandedRidgeCV",
     "RidgeCV",
     "band_weight_candidates",
-    "contiguous_splits",
-    "correlation_per_target",
     "get_backend",
+    "median_r_scorer",
     "solve_banded_ridge_cv",
     "solve_ridge",
     "solve_ridge_cv",

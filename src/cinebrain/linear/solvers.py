@@ -45,7 +45,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.utils import check_array
 
+from cinebrain.data.splits import contiguous_folds
 from cinebrain.linear.backends import get_backend
 
 #: Default grid of ridge penalties.
@@ -62,24 +64,27 @@ Folds = list[tuple[np.ndarray, np.ndarray]]
 # --------------------------------------------------------------------------- validation
 
 
-def check_X(X, name: str = "X") -> np.ndarray:
-    """``X`` as a finite 2D float32 array ``(n_samples, n_features)``."""
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be 2D (n_samples, n_features), got shape {X.shape}")
-    if X.shape[0] < 2 or X.shape[1] < 1:
-        raise ValueError(f"{name} needs at least 2 samples and 1 feature, got shape {X.shape}")
-    if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
-        raise ValueError(f"{name} must be real numbers, got dtype {X.dtype}")
-    X = np.asarray(X, dtype=np.float32)
-    if not np.isfinite(X).all():
-        raise ValueError(f"{name} contains NaN or infinite values; impute or drop them first")
-    return X
+def check_X(X, name: str = "X", estimator=None) -> np.ndarray:
+    """``X`` as a finite 2D float32 array ``(n_samples, n_features)``, at least 2 samples.
+
+    A float32 array is returned as is (not copied); other real dtypes are converted.
+    Raises scikit-learn's errors (sparse, complex, 1D, NaN / inf, too few samples).
+    """
+    return check_array(X, dtype=np.float32, ensure_min_samples=2, input_name=name,
+                       estimator=estimator)
 
 
-def check_Y(Y, n_samples: int, name: str = "Y") -> tuple[np.ndarray, bool]:
-    """``Y`` as a 2D array (not copied), and whether it was 1D. Checked in column chunks."""
-    Y = np.asarray(Y)
+def check_Y(Y, n_samples: int, name: str = "Y", estimator=None) -> tuple[np.ndarray, bool]:
+    """``Y`` as a finite 2D real array (not copied, dtype kept), and whether it was 1D."""
+    if Y is None:
+        owner = "the solver" if estimator is None else type(estimator).__name__
+        raise ValueError(f"{owner} requires y to be passed, but the target y is None")
+    Y = check_array(Y, dtype="numeric", ensure_2d=False, input_name=name, estimator=estimator)
+    return check_Y_shape(Y, n_samples, name)
+
+
+def check_Y_shape(Y: np.ndarray, n_samples: int, name: str = "Y") -> tuple[np.ndarray, bool]:
+    """``Y`` (an array) as 2D ``(n_samples, n_targets)``, and whether it was 1D."""
     ravel = Y.ndim == 1
     if ravel:
         Y = Y[:, None]
@@ -90,17 +95,21 @@ def check_Y(Y, n_samples: int, name: str = "Y") -> tuple[np.ndarray, bool]:
                          "they must have the same number of rows (TRs)")
     if Y.shape[1] < 1:
         raise ValueError(f"{name} has no targets (shape {Y.shape})")
-    if not np.issubdtype(Y.dtype, np.number) or np.issubdtype(Y.dtype, np.complexfloating):
-        raise ValueError(f"{name} must be real numbers, got dtype {Y.dtype}")
-    step = max(1, CHUNK_BYTES // (8 * n_samples))
-    for start in range(0, Y.shape[1], step):
-        if not np.isfinite(Y[:, start:start + step]).all():
-            raise ValueError(f"{name} contains NaN or infinite values; impute or drop them first")
     return Y, ravel
 
 
+def _inputs(X, Y, check_input: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``X`` float32 2D and ``Y`` 2D, validated unless the caller already did."""
+    if check_input:
+        X = check_X(X)
+        return X, check_Y(Y, X.shape[0])[0]
+    return X, (Y[:, None] if Y.ndim == 1 else Y)
+
+
 def check_alphas(alphas) -> np.ndarray:
-    """Ridge penalties as a 1D float64 array of finite values > 0."""
+    """Ridge penalties as a 1D float64 array of finite values > 0 (None: the default grid)."""
+    if alphas is None:
+        alphas = DEFAULT_ALPHAS
     alphas = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
     if alphas.ndim != 1 or alphas.size == 0:
         raise ValueError(f"alphas must be a non-empty 1D sequence, got shape {alphas.shape}")
@@ -109,39 +118,48 @@ def check_alphas(alphas) -> np.ndarray:
     return alphas
 
 
-def contiguous_splits(n_samples: int, n_folds: int) -> Folds:
-    """K folds whose validation sets are contiguous blocks (no shuffling, no gap).
+def check_cv(cv, X, Y=None, groups=None, gap: int = 0) -> Folds | str:
+    """Validation folds of ``X``'s samples from ``cv``.
 
-    Same blocks as ``sklearn.model_selection.KFold(n_folds)`` (the first ``n % K`` blocks
-    are one sample longer). For fMRI use :func:`cinebrain.data.splits.contiguous_folds`
-    to leave a gap of one HRF between training and validation blocks.
+    ``cv`` is an int (K contiguous validation blocks from
+    :func:`cinebrain.data.splits.contiguous_folds`, with ``gap`` samples removed from
+    training on each side of a block, stopping at the boundaries of the runs ``groups``),
+    a scikit-learn splitter (its ``split(X, Y, groups)``), an iterable of
+    ``(train_idx, val_idx)`` pairs, or "loo". ``gap`` applies to an int ``cv`` only, and
+    ``groups`` to an int ``cv`` or a splitter.
     """
-    if n_folds < 2:
-        raise ValueError(f"cv must be >= 2 folds, got {n_folds}")
-    if n_samples < n_folds:
-        raise ValueError(f"{n_samples} samples are too few for {n_folds} folds")
-    sizes = np.full(n_folds, n_samples // n_folds)
-    sizes[: n_samples % n_folds] += 1
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
-    idx = np.arange(n_samples)
-    return [(np.concatenate([idx[:a], idx[b:]]), idx[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-
-
-def check_cv(cv, n_samples: int) -> Folds | str:
-    """Folds from ``cv``: an int (contiguous folds), "loo", or a list of (train, val) indices."""
+    n_samples = X.shape[0]
+    gap = _check_gap(gap)
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != (n_samples,):
+            raise ValueError(f"groups must give the run of each sample, shape ({n_samples},), "
+                             f"got {groups.shape}")
+    is_int = isinstance(cv, (int, np.integer)) and not isinstance(cv, bool)
+    if gap and not is_int:
+        raise ValueError(f"gap={gap} applies to cv=int (contiguous folds) only; leave the gap "
+                         "out of the folds yourself with an explicit list or splitter")
     if isinstance(cv, str):
         if cv != "loo":
-            raise ValueError(f"cv must be an int, 'loo' or a list of (train, val) indices, got {cv!r}")
+            raise ValueError(f"cv must be an int, a splitter, 'loo' or a list of (train, val) "
+                             f"indices, got {cv!r}")
+        if groups is not None:
+            raise ValueError("groups (runs) are not used by cv='loo'; use cv=int or a "
+                             "splitter such as LeaveOneGroupOut")
         return "loo"
-    if isinstance(cv, (int, np.integer)):
-        return contiguous_splits(n_samples, int(cv))
+    if is_int:
+        return contiguous_folds(n_samples, int(cv), gap=gap, run_index=groups)
     if hasattr(cv, "split"):  # a scikit-learn splitter
-        cv = list(cv.split(np.zeros((n_samples, 1))))
+        cv = cv.split(X, Y, groups)
+    elif groups is not None:
+        raise ValueError("groups (runs) are used with cv=int or a splitter; a list of "
+                         "(train, val) indices already fixes the folds")
     folds = []
     try:
         pairs = list(cv)
     except TypeError:
-        raise ValueError(f"cv must be an int, 'loo' or a list of (train, val) indices, got {cv!r}") from None
+        raise ValueError(f"cv must be an int, a splitter, 'loo' or a list of (train, val) "
+                         f"indices, got {cv!r}") from None
     if not pairs:
         raise ValueError("cv is an empty list of folds")
     for i, pair in enumerate(pairs):
@@ -162,9 +180,20 @@ def check_cv(cv, n_samples: int) -> Folds | str:
     return folds
 
 
+def _check_gap(gap) -> int:
+    if isinstance(gap, bool) or not isinstance(gap, (int, np.integer)) or gap < 0:
+        raise ValueError(f"gap must be an int >= 0 (samples), got {gap!r}")
+    return int(gap)
+
+
 def check_groups(groups, n_features: int) -> list[slice]:
-    """Band slices from a list of band sizes or of slices covering ``n_features`` columns."""
-    if groups is None or len(groups) == 0:
+    """Band slices from a list of band sizes or of slices covering ``n_features`` columns.
+
+    ``None``: one band of all the columns.
+    """
+    if groups is None:
+        return [slice(0, n_features)]
+    if len(groups) == 0:
         raise ValueError("groups must list the feature spaces: band sizes, e.g. [512, 256], or slices")
     slices = []
     if all(isinstance(g, slice) for g in groups):
@@ -195,10 +224,13 @@ def band_weight_candidates(n_bands: int, n_iter: int, concentration=(0.1, 1.0),
 
     Row 0 is equal weights, rows 1..n_bands are the single-band corners (one feature space
     alone, the others switched off), the rest are Dirichlet samples cycling through
-    ``concentration`` (as himalaya's random search).
+    ``concentration`` (as himalaya's random search). With one band, the only candidate
+    ``[[1.0]]`` (one row).
     """
     if n_iter < 1:
         raise ValueError(f"n_iter must be >= 1, got {n_iter}")
+    if n_bands == 1:
+        return np.ones((1, 1))
     fixed = [np.full(n_bands, 1.0 / n_bands)]
     if n_bands > 1:
         fixed += list(np.eye(n_bands))
@@ -689,7 +721,8 @@ def solve_ridge(X, Y, alpha=1.0, fit_intercept: bool = True, n_targets_batch: in
 
 def solve_ridge_cv(X, Y, alphas=DEFAULT_ALPHAS, cv=5, fit_intercept: bool = True,
                    n_targets_batch: int | None = None, backend: str = "numpy",
-                   device: str = "cpu", tie_break: str = "auto") -> dict:
+                   device: str = "cpu", tie_break: str = "auto", gap: int = 0,
+                   run_index=None, check_input: bool = True) -> dict:
     """Ridge with one alpha per target chosen by cross-validation, refit on all samples.
 
     Parameters
@@ -697,9 +730,11 @@ def solve_ridge_cv(X, Y, alphas=DEFAULT_ALPHAS, cv=5, fit_intercept: bool = True
     X : (n_samples, n_features) array
     Y : (n_samples, n_targets) array
     alphas : (n_alphas,) penalties > 0
-    cv : int (K contiguous folds), list of (train_idx, val_idx), or "loo" (exact efficient
-        leave-one-out, as scikit-learn's ``RidgeCV(cv=None)``; inappropriate for
-        autocorrelated fMRI, where neighbouring TRs leak into each other).
+    cv : int (K contiguous validation blocks, :func:`cinebrain.data.splits.contiguous_folds`),
+        a scikit-learn splitter (``cv.split(X, Y, groups)``), a list of
+        ``(train_idx, val_idx)``, or "loo" (exact efficient leave-one-out, as scikit-learn's
+        ``RidgeCV(cv=None)``; inappropriate for autocorrelated fMRI, where neighbouring TRs
+        leak into each other).
     fit_intercept : centre X and Y on each training set (intercept unpenalised).
     n_targets_batch : targets per chunk (None: sized so a chunk's working set is ~64 MB,
         ~1 GB on a GPU).
@@ -711,6 +746,12 @@ def solve_ridge_cv(X, Y, alphas=DEFAULT_ALPHAS, cv=5, fit_intercept: bool = True
         losses, nothing re-scored. "auto" (default): "himalaya" on the CPU, "larger" on a
         GPU, where the host-side re-scoring would cost several times the GPU's fit and
         himalaya's GPU backend rounds differently anyway.
+    gap : samples removed from training on each side of a validation block (cv=int only;
+        for fMRI ``cinebrain.data.splits.gap_trs(tr)`` = ceil(32 s / TR)).
+    run_index : (n_samples,) run of each sample (cv=int: gaps stop at run boundaries; a
+        splitter: passed to its ``split`` as ``groups``).
+    check_input : validate ``X`` and ``Y`` (False: the caller did, with
+        :func:`check_X` and :func:`check_Y`).
 
     Returns
     -------
@@ -718,10 +759,9 @@ def solve_ridge_cv(X, Y, alphas=DEFAULT_ALPHAS, cv=5, fit_intercept: bool = True
     ``intercept`` (n_targets,), ``cv_scores`` (n_alphas, n_targets): negative validation
     MSE averaged over folds (higher is better), and ``alpha_index`` (n_targets,).
     """
-    X = check_X(X)
-    Y, _ = check_Y(Y, X.shape[0])
+    X, Y = _inputs(X, Y, check_input)
     alphas = check_alphas(alphas)
-    folds = check_cv(cv, X.shape[0])
+    folds = check_cv(cv, X, Y, groups=run_index, gap=gap)
     if tie_break not in ("auto", "himalaya", "larger"):
         raise ValueError(f"tie_break must be 'auto', 'himalaya' or 'larger', got {tie_break!r}")
     n_val = X.shape[0] if folds == "loo" else max(v.size for _, v in folds)
@@ -760,7 +800,8 @@ def solve_ridge_cv(X, Y, alphas=DEFAULT_ALPHAS, cv=5, fit_intercept: bool = True
 def solve_banded_ridge_cv(X, Y, groups, alphas=DEFAULT_ALPHAS, gammas=None, n_iter: int = 20,
                           cv=5, fit_intercept: bool = True, n_targets_batch: int | None = None,
                           concentration=(0.1, 1.0), random_state: int | None = 0,
-                          backend: str = "numpy", device: str = "cpu") -> dict:
+                          backend: str = "numpy", device: str = "cpu", gap: int = 0,
+                          run_index=None, check_input: bool = True) -> dict:
     """Banded ridge: one penalty per feature space and target, chosen by cross-validation.
 
     The penalty of band ``b`` for target ``t`` is ``alpha_t / gamma_bt``; the search tries
@@ -773,11 +814,13 @@ def solve_banded_ridge_cv(X, Y, groups, alphas=DEFAULT_ALPHAS, gammas=None, n_it
     ----------
     X : (n_samples, n_features) array, bands side by side
     Y : (n_samples, n_targets) array
-    groups : band sizes (ints summing to n_features) or slices tiling the columns
+    groups : band sizes (ints summing to n_features) or slices tiling the columns; None:
+        one band of all the columns
     alphas : (n_alphas,) global penalties > 0
     gammas : (n_iter, n_bands) candidate band weights (rows summing to 1); default from
         :func:`band_weight_candidates` ``(n_bands, n_iter, concentration, random_state)``
-    cv, fit_intercept, n_targets_batch, backend, device : as :func:`solve_ridge_cv`
+    cv, gap, run_index, fit_intercept, n_targets_batch, backend, device, check_input : as
+        :func:`solve_ridge_cv` ("loo" excluded)
 
     Returns
     -------
@@ -787,8 +830,7 @@ def solve_banded_ridge_cv(X, Y, groups, alphas=DEFAULT_ALPHAS, gammas=None, n_it
     ``intercept`` (n_targets,), ``cv_scores`` (n_iter, n_targets): negative validation MSE
     of the best alpha for each candidate, ``gammas`` (n_iter, n_bands).
     """
-    X = check_X(X)
-    Y, _ = check_Y(Y, X.shape[0])
+    X, Y = _inputs(X, Y, check_input)
     alphas = check_alphas(alphas)
     slices = check_groups(groups, X.shape[1])
     n_bands, n_targets = len(slices), Y.shape[1]
@@ -799,7 +841,7 @@ def solve_banded_ridge_cv(X, Y, groups, alphas=DEFAULT_ALPHAS, gammas=None, n_it
             or (gammas.sum(1) <= 0).any():
         raise ValueError(f"gammas must be (n_iter, {n_bands}) non-negative band weights")
     gammas = gammas / gammas.sum(1, keepdims=True)
-    folds = check_cv(cv, X.shape[0])
+    folds = check_cv(cv, X, Y, groups=run_index, gap=gap)
     if folds == "loo":
         raise ValueError("banded ridge supports K-fold cv (int or list of splits), not 'loo'")
     n_val = max(v.size for _, v in folds)
