@@ -1,4 +1,5 @@
-"""The autoencoder stages of a run (cinebrain.deep) and their CLI: train, lesion, bad config."""
+"""The autoencoder pipeline (cinebrain.pipelines.autoencoder) and its CLI: train, lesion,
+bad config."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from cinebrain import deep
 from cinebrain.cli import main
 from cinebrain.config import RunConfig, load_config, save_config
 from cinebrain.evaluate import pearson_r
+from cinebrain.pipelines import autoencoder, ridge
+from cinebrain.pipelines.runfolder import RunFolder
 from cinebrain.train import read_metrics
-from cinebrain.workflow import _load_study, study_mask
 
 torch.set_num_threads(1)
 
@@ -29,12 +30,9 @@ SMALL = {
         },
         "modality_dropout": 0.0,
     },
-    "epochs": 40,
-    "batch_size": 4,
-    "lr": 3e-3,
-    "patience": None,
+    "train": {"epochs": 40, "batch_size": 4, "lr": 3e-3, "patience": None,
+              "tensorboard": False},
     "threads": 1,
-    "tensorboard": False,
     "lesion_modalities": [],
     "val_fraction": 0.1,
 }
@@ -64,8 +62,6 @@ def study(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(study, tmp_path_factory):
     """Features extracted and ridge fit + evaluated, ready for the autoencoder."""
-    from cinebrain import workflow
-
     out = tmp_path_factory.mktemp("deeprun") / "run"
     config = RunConfig.model_validate(
         {
@@ -86,22 +82,24 @@ def run(study, tmp_path_factory):
         }
     )
     out.mkdir(parents=True)
-    save_config(config, out / "config.yaml")
+    save_config(config, RunFolder(out).config)
     quiet = lambda msg: None  # noqa: E731
-    workflow.extract_features(config, quiet)
-    workflow.fit(config, quiet)
-    workflow.evaluate(config, quiet)
+    ridge.features(config, quiet)
+    ridge.fit(config, quiet)
+    ridge.evaluate(config, quiet)
     return out
 
 
 @pytest.fixture(scope="module")
 def trained(run):
-    assert main(["train", str(run / "config.yaml"), "--no-progress"]) == 0
+    assert main(["train", str(RunFolder(run).config), "--no-progress"]) == 0
     return run
 
 
 def test_split_keeps_gap_and_test_run_apart():
-    train, val, test = deep._split_ranges([60, 60, 60], [2], 0.1, gap=22, where="x")
+    from cinebrain.data.inputs import split_ranges
+
+    train, val, test = split_ranges([60, 60, 60], [2], 0.1, gap=22, where="x")
     assert test == [(120, 180)]
     assert val == [(108, 120)]  # ceil(0.1 * 120) TRs closing the last training run
     assert train == [(0, 60), (60, 60 + 60 - 12 - 22)]
@@ -109,8 +107,8 @@ def test_split_keeps_gap_and_test_run_apart():
 
 
 def test_inputs_standardised_with_training_statistics(run):
-    config = load_config(run / "config.yaml")
-    data = deep.prepare(config, lambda m: None)
+    config = load_config(RunFolder(run).config)
+    data = autoencoder.prepare(config, lambda m: None)
     sd = data.subjects["sub-01"]
     fit_rows = np.concatenate([sd.rows("train"), sd.rows("val")])
     for x in sd.inputs.values():
@@ -118,27 +116,27 @@ def test_inputs_standardised_with_training_statistics(run):
         np.testing.assert_allclose(flat[fit_rows].mean(0), 0, atol=1e-4)
         assert not np.allclose(flat[sd.rows("test")].mean(0), 0, atol=1e-3)
     # Same cleaned responses as the ridge fit scored.
-    ridge_true = np.load(run / "predictions" / "sub-01" / "test_true.npy")
+    ridge_true = np.load(RunFolder(run).prediction("sub-01", "test_true"))
     np.testing.assert_allclose(sd.responses[sd.rows("test")], ridge_true, atol=1e-5)
 
 
 def test_small_model_learns(trained):
-    ae = trained / "autoencoder"
-    assert (ae / "checkpoints" / "best.pt").is_file()
-    records = read_metrics(ae / "metrics.jsonl")
+    folder = RunFolder(trained)
+    ae = folder.autoencoder
+    assert (ae.train_dir / "checkpoints" / "best.pt").is_file()
+    records = read_metrics(ae.train_dir / "metrics.jsonl")
     losses = [r["loss"] for r in records if r["kind"] == "train"]
     assert np.mean(losses[-3:]) < 0.8 * losses[0]
     # Held-out r over driven voxels is above chance: beats every circular shift of the
     # predictions in time (which keeps their autocorrelation, breaks their alignment).
-    r = np.load(ae / "metrics" / "sub-01" / "r.npy")
-    comparison = json.loads((ae / "comparison.json").read_text())
+    r = np.load(ae.metric("sub-01", "r"))
+    comparison = json.loads(ae.comparison.read_text())
     driven = next(row for row in comparison["regions"] if row["region"] == "driven")
     assert driven["autoencoder_median_r"] > 0.15
-    pred = np.load(ae / "predictions" / "sub-01" / "test_pred.npy")
-    true = np.load(trained / "predictions" / "sub-01" / "test_true.npy")
-    config = load_config(trained / "config.yaml")
-    study = _load_study(config)
-    sel = deep._regions(config, study, study_mask(config, study))["driven"]
+    pred = np.load(ae.prediction("sub-01", "test_pred"))
+    true = np.load(folder.prediction("sub-01", "test_true"))
+    config = load_config(folder.config)
+    sel = autoencoder._regions(config, folder)["driven"]
     np.testing.assert_allclose(pearson_r(true, pred)[sel], r[sel], atol=1e-5)
     null = [
         np.median(pearson_r(true, np.roll(pred, k, axis=0))[sel])
@@ -148,22 +146,21 @@ def test_small_model_learns(trained):
     # Reconstruction of the held-out stimulus beats predicting the training mean.
     for m, v in comparison["reconstruction"].items():
         assert v["autoencoder"] < v["mean_baseline"], m
-    summary = json.loads((trained / "summary.json").read_text())
-    assert summary["autoencoder"]["regions"]
-    assert (ae / "reconstruction" / "video.mp4").stat().st_size > 0
-    assert (ae / "reconstruction" / "audio.wav").stat().st_size > 0
+    assert comparison["regions"]
+    assert ae.reconstruction("video").stat().st_size > 0
+    assert ae.reconstruction("audio").stat().st_size > 0
 
 
 def test_lesion_cli_writes_maps_and_reconstruction_change(trained, capsys):
     import nibabel as nib
 
     assert main(["lesion", str(trained), "--modalities", "audio"]) == 0
-    ldir = trained / "autoencoder" / "lesions" / "modality-audio"
-    info = json.loads((ldir / "lesion.json").read_text())
+    ae = RunFolder(trained).autoencoder
+    info = json.loads(ae.lesion_json("modality-audio").read_text())
     recon = info["subjects"]["sub-01"]["recon"]
     assert set(recon) == {"video", "audio"}
-    img = nib.load(ldir / "sub-01_relative_change.nii.gz")
-    mask = nib.load(trained / "mask.nii.gz")
+    img = nib.load(ae.lesion_map("modality-audio", "sub-01", "relative_change"))
+    mask = nib.load(RunFolder(trained).mask)
     assert img.shape == mask.shape
     regions = info["subjects"]["sub-01"]["regions"]
     assert {"auditory", "visual"} <= set(regions)
@@ -175,15 +172,12 @@ def test_lesion_cli_writes_maps_and_reconstruction_change(trained, capsys):
     video_rise = recon["video"]["lesioned"] / recon["video"]["intact"]
     assert audio_rise > 1.05 and audio_rise > video_rise
     assert main(["lesion", str(trained), "--top-k-for-roi", "visual", "4", "--mode", "mean"]) == 0
-    assert (
-        trained / "autoencoder" / "lesions" / "mean-units-top4-visual" / "lesion.json"
-    ).is_file()
+    assert ae.lesion_json("mean-units-top4-visual").is_file()
 
 
 def test_report_has_autoencoder_sections(trained):
-    from cinebrain.report import build_report
-
-    html = build_report(trained).read_text()
+    ridge.report(load_config(RunFolder(trained).config), lambda msg: None)
+    html = RunFolder(trained).report.read_text()
     assert "Autoencoder vs ridge" in html
     assert "autoencoder/reconstruction/video.mp4" in html
 
@@ -205,15 +199,15 @@ def _one_error_line(capsys) -> str:
     ],
 )
 def test_bad_config_is_one_line_exit_2(run, capsys, flags, words):
-    before = (run / "config.yaml").read_text()
-    assert main(["train", str(run / "config.yaml"), *flags]) == 2
+    before = RunFolder(run).config.read_text()
+    assert main(["train", str(RunFolder(run).config), *flags]) == 2
     assert words in _one_error_line(capsys)
-    assert (run / "config.yaml").read_text() == before  # nothing changed in the run folder
+    assert RunFolder(run).config.read_text() == before  # nothing changed in the run folder
 
 
 def test_unknown_autoencoder_key_names_allowed_keys(tmp_path, study, capsys):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"study: {study}\nautoencoder:\n  epochz: 3\n")
+    cfg.write_text(f"study: {study}\nautoencoder:\n  train:\n    epochz: 3\n")
     assert main(["train", str(cfg)]) == 2
     line = _one_error_line(capsys)
     assert "epochz" in line and "epochs" in line
