@@ -62,10 +62,10 @@ class _RidgeEstimator(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         return validate_data(self, X, reset=False, dtype=np.float32)
 
-    def _store(self, out: dict, ravel: bool) -> None:
+    def _store(self, out: dict, best_alphas: np.ndarray, ravel: bool) -> None:
         self.coef_ = out["coef"]
         self.intercept_ = out["intercept"]
-        self.best_alphas_ = out["best_alphas"] if "best_alphas" in out else out["alphas"]
+        self.best_alphas_ = best_alphas
         self.cv_scores_ = out["cv_scores"]
         if ravel:
             self.coef_, self.intercept_ = self.coef_[:, 0], self.intercept_[0]
@@ -93,7 +93,10 @@ class _RidgeEstimator(RegressorMixin, BaseEstimator):
         (``(n_bands, n_samples)`` if fitted on a 1-D ``y``; ``RidgeCV`` has one band.)
         """
         X = self._validate_X(X)
-        return np.stack([X[:, s] @ self.coef_[s] for s in self._band_slices()])
+        slices = self._band_slices()
+        if len(slices) == 1:
+            return (X @ self.coef_)[None]
+        return np.stack([X[:, s] @ self.coef_[s] for s in slices])
 
     def _band_slices(self) -> list[slice]:
         return [slice(0, self.n_features_in_)]
@@ -184,7 +187,7 @@ class RidgeCV(_RidgeEstimator):
                              run_index=groups, fit_intercept=self.fit_intercept,
                              n_targets_batch=self.n_targets_batch, backend=self.backend,
                              device=self.device, tie_break=self.tie_break, check_input=False)
-        self._store(out, ravel)
+        self._store(out, out["alphas"], ravel)
         return self
 
 
@@ -257,7 +260,7 @@ class BandedRidgeCV(_RidgeEstimator):
             n_targets_batch=self.n_targets_batch, concentration=self.concentration,
             random_state=self.random_state, backend=self.backend, device=self.device,
             check_input=False)
-        self._store(out, ravel)
+        self._store(out, out["best_alphas"], ravel)
         self.band_slices_ = check_groups(self.groups, X.shape[1])
         self.deltas_ = out["deltas"]
         self.best_gammas_ = out["best_gammas"]
