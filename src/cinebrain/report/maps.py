@@ -9,6 +9,7 @@ matplotlib falls back to its Agg backend on machines without a display.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -175,3 +176,48 @@ def plot_slices(
         **kwargs,
     )
     return _save_figure(display, path_png, dpi)
+
+
+#: Tags of nilearn's viewer page that fetch from the network (its favicon); the viewer's
+#: scripts and images are inlined, so without them the page needs no connection.
+_NETWORK_TAG = re.compile(r"<link\b[^>]*\bhref=[\"']?(?:https?:)?//[^>]*>", re.IGNORECASE)
+
+
+def view_map_html(
+    img: nib.spatialimages.SpatialImage | str | os.PathLike,
+    title: str,
+    vmax: float | None = None,
+    cmap: str = "cold_hot",
+    threshold: float | None = None,
+    symmetric: bool = True,
+    bg_img: nib.spatialimages.SpatialImage | str | None = "mni",
+) -> str:
+    """An interactive slice viewer of a 3-D map: one standalone HTML document.
+
+    nilearn's ``view_img`` (brainsprite): click to move the cut, with the value under
+    the cursor. Its scripts (jQuery, brainsprite) and the slice images are inlined and
+    its network favicon is dropped, so the document works offline. Parameters as in
+    :func:`plot_slices` (``bg_img="mni"``: the bundled MNI152 template when the map lies
+    in MNI space); voxels are drawn at their own size (nearest-neighbour resampling).
+    """
+    from nilearn import datasets, plotting
+
+    img = _finite(nib.load(img) if isinstance(img, (str, os.PathLike)) else img)
+    data = np.asarray(img.dataobj)
+    vmax = robust_vmax(data) if vmax is None else float(vmax)
+    threshold = 0.1 * vmax if threshold is None else threshold
+    if isinstance(bg_img, str) and bg_img == "mni":
+        bg_img = datasets.load_mni152_template(resolution=2) if _in_mni(img) else None
+    view = plotting.view_img(
+        img,
+        bg_img=bg_img if bg_img is not None else False,
+        title=title,
+        threshold=threshold,
+        vmax=vmax,
+        vmin=None if symmetric else 0.0,
+        symmetric_cmap=symmetric,
+        cmap=cmap,
+        black_bg=False,
+        resampling_interpolation="nearest",
+    )
+    return _NETWORK_TAG.sub("", view.get_standalone())
