@@ -1,0 +1,55 @@
+"""The science is unchanged: the ridge pipeline reproduces pinned results.
+
+``tests/data/pinned_ridge.npz`` holds, for sub-01 of the ``tiny_study`` fixture (2
+subjects x 2 runs of 60 s, TR 1.5 s, 8 mm voxels, seed 1), every voxel's cross-validated
+alpha and held-out r, and 400 voxels' (indices in ``<scheme>/voxels``) permutation p and
+unique variance per band, as computed by cinebrain before its stages moved to
+``cinebrain.pipelines``. Both split schemes are pinned, one test each.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cinebrain.config import load_config
+from cinebrain.pipelines import ridge
+from cinebrain.pipelines.runfolder import RunFolder
+
+PINNED = Path(__file__).parent / "data" / "pinned_ridge.npz"
+SUBJECT = "sub-01"
+BANDS = ("visual", "auditory", "text", "annotations")
+
+
+def _run(study, out: Path, scheme: str) -> RunFolder:
+    config = load_config(None, {
+        "study": str(study), "out": str(out), "split.scheme": scheme,
+        "evaluate.n_permutations": 200, "progress": False,
+        "features.video": ["pixels", "motion_energy"], "model.n_iter": 6, "model.cv_folds": 3,
+    })
+    ridge.run_all(config.model_copy(update={"report": False}), lambda msg: None)
+    return RunFolder(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["held_out", "leave_one_run_out"])
+def test_ridge_reproduces_pinned_results(tiny_study, tmp_path, scheme):
+    ref = np.load(PINNED)
+    run = _run(tiny_study, tmp_path / "run", scheme)
+    key = f"{scheme}/{SUBJECT}/"
+    alpha = np.load(run.model(SUBJECT, "alpha"))
+    r = np.load(run.metric(SUBJECT, "r"))
+    assert alpha.shape == ref[key + "alpha"].shape
+    same = alpha == ref[key + "alpha"]
+    assert same.mean() >= 0.999, f"alphas differ on {(~same).sum()} of {same.size} voxels"
+    np.testing.assert_allclose(r, ref[key + "r"], rtol=0, atol=1e-5)
+    voxels = ref[f"{scheme}/voxels"]
+    agree = same[voxels]
+    p = np.load(run.metric(SUBJECT, "p"))[voxels]
+    np.testing.assert_allclose(p[agree], ref[key + "p"][agree], rtol=0, atol=1e-6)
+    for band in BANDS:
+        unique = np.load(run.metric(SUBJECT, f"unique_{band}"))[voxels]
+        np.testing.assert_allclose(unique[agree], ref[key + f"unique_{band}"][agree],
+                                   rtol=0, atol=1e-5, err_msg=band)
