@@ -102,7 +102,7 @@ def test_ridgecv_on_cuda_matches_numpy(exact_fp32, tie_break):
     gpu = RidgeCV(alphas=ALPHAS, cv=5, backend="torch", device="cuda", tie_break=tie_break).fit(X, Y)
     assert gpu.coef_.dtype == np.float32 and isinstance(gpu.coef_, np.ndarray)
     np.testing.assert_allclose(gpu.cv_scores_, cpu.cv_scores_, rtol=2e-5)
-    same = _assert_same_alphas(gpu.alpha_, cpu.alpha_, cpu.cv_scores_)
+    same = _assert_same_alphas(gpu.best_alphas_, cpu.best_alphas_, cpu.cv_scores_)
     _assert_columns_close(gpu.coef_, cpu.coef_, same, rtol=1e-3)
     np.testing.assert_allclose(gpu.intercept_[same], cpu.intercept_[same], rtol=1e-4,
                                atol=1e-4 * np.abs(cpu.intercept_).max())
@@ -138,7 +138,7 @@ def test_ridgecv_on_cuda_with_gaps_small_folds_and_loo(exact_fp32):
             cpu = RidgeCV(**kw).fit(x, y)
             gpu = RidgeCV(backend="torch", device="cuda", **kw).fit(x, y)
             np.testing.assert_allclose(gpu.cv_scores_, cpu.cv_scores_, rtol=5e-5)
-            same = _assert_same_alphas(gpu.alpha_, cpu.alpha_, cpu.cv_scores_, min_same=0.98)
+            same = _assert_same_alphas(gpu.best_alphas_, cpu.best_alphas_, cpu.cv_scores_, min_same=0.98)
             _assert_columns_close(gpu.coef_, cpu.coef_, same, rtol=1e-3)
 
 
@@ -161,12 +161,12 @@ def test_ridgecv_on_cuda_decides_near_ties_as_himalaya(exact_fp32):
     ref = HimalayaRidgeCV(alphas=ALPHAS, cv=folds, fit_intercept=True).fit(X, Y).best_alphas_
     gpu = RidgeCV(alphas=ALPHAS, cv=folds, backend="torch", device="cuda",
                   tie_break="himalaya").fit(X, Y)
-    _assert_same_alphas(gpu.alpha_, np.asarray(ref), gpu.cv_scores_, min_same=0.999)
+    _assert_same_alphas(gpu.best_alphas_, np.asarray(ref), gpu.cv_scores_, min_same=0.999)
     # on a GPU the default skips the host-side re-scoring: it is the "larger" rule
     default = RidgeCV(alphas=ALPHAS, cv=folds, backend="torch", device="cuda").fit(X, Y)
     larger = RidgeCV(alphas=ALPHAS, cv=folds, backend="torch", device="cuda",
                      tie_break="larger").fit(X, Y)
-    np.testing.assert_array_equal(default.alpha_, larger.alpha_)
+    np.testing.assert_array_equal(default.best_alphas_, larger.best_alphas_)
 
 
 def test_solve_ridge_on_cuda_matches_numpy(exact_fp32):
@@ -352,8 +352,8 @@ def _assert_same_on_cuda(module, inputs, forward, reduce, rtol=1e-4, train=False
 
 
 def _demo_autoencoder():
-    from cinebrain.models.autoencoder import MultimodalAutoencoder
-    from cinebrain.models.presets import get_preset
+    from cinebrain.models.autoencoder.model import MultimodalAutoencoder
+    from cinebrain.models.autoencoder.presets import get_preset
 
     torch.manual_seed(0)
     cfg = get_preset("demo", n_voxels={"sub-01": 30, "sub-02": 20}, hrf_taps=3, window=6,

@@ -67,10 +67,7 @@ def make_model(band_sizes: Sequence[int], cv, *, kind: str = "banded", alphas=No
 def _split_predict(model, X: np.ndarray) -> np.ndarray:
     """Per-band predictions without the intercept ``(n_bands, n_samples, n_targets)``; a
     ridge model has one band (its whole prediction less the intercept)."""
-    if hasattr(model, "predict_split"):
-        return np.asarray(model.predict_split(X), dtype=np.float32)
-    pred = np.asarray(model.predict(X), dtype=np.float32) - np.asarray(model.intercept_, dtype=np.float32)
-    return pred[None]
+    return np.asarray(model.predict_split(X), dtype=np.float32)
 
 
 def _subset_n_iter(n_iter: int, n_subset: int, n_bands: int) -> int:
@@ -204,9 +201,7 @@ def _fit_on(X_raw, Y, run_index, train_runs, test_idx, band_sizes, n_bands_named
 def _to_arrays(fit: _Fit, train_runs: list) -> EncodingModel:
     model = fit.model
     coef = np.asarray(model.coef_, dtype=np.float32)
-    alpha = getattr(model, "best_alphas_", None)
-    if alpha is None:
-        alpha = model.alpha_
+    alpha = model.best_alphas_
     deltas = getattr(model, "deltas_", None)
     return EncodingModel(
         coef=fit.rotation.coef_back(coef.reshape(coef.shape[0], -1)),
