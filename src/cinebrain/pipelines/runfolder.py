@@ -23,7 +23,7 @@ A run folder is written by stages (``features``, ``fit``, ``evaluate``, ``report
     autoencoder/...                   the multimodal autoencoder (see :class:`AutoencoderFolder`)
 
 **A stage either finishes or leaves the folder as it was.** :meth:`RunFolder.stage`
-gives the stage a folder of its own (``.staging-<stage>-<id>/``, the same layout); only
+gives the stage a folder of its own (``.staging-<pid>-<stage>-<id>/``, the same layout); only
 when the stage returns are its files moved into place, the files of its previous run
 removed, and its manifest written. A stage that fails leaves nothing behind.
 
@@ -355,7 +355,8 @@ class RunFolder(_Layout):
         sid = uuid.uuid4().hex[:12]
         try:
             self.base.mkdir(parents=True, exist_ok=True)
-            staging = Path(self.base / f"{_STAGING_PREFIX}{stage}-{sid}")
+            clean_stale_staging(self.base)
+            staging = Path(self.base / f"{_STAGING_PREFIX}{os.getpid()}-{stage}-{sid}")
             staging.mkdir()
         except OSError as e:
             raise InputError(self.base, f"cannot write the run folder ({e.strerror})",
@@ -433,7 +434,20 @@ def _remove_empty_dirs(root: Path, dirs: Iterable[Path]) -> None:
             p = p.parent
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def clean_stale_staging(root: str | os.PathLike) -> None:
-    """Remove staging folders left by a process that was killed mid-stage."""
+    """Remove staging folders left by processes that were killed mid-stage (a running
+    stage's folder, named after its process, is left alone)."""
     for p in Path(root).glob(f"{_STAGING_PREFIX}*"):
-        shutil.rmtree(p, ignore_errors=True)
+        pid = p.name[len(_STAGING_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
