@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from cinebrain.data.windows import WindowDataset, collate_windows
-from cinebrain.models.autoencoder import AutoencoderConfig, MultimodalAutoencoder, windows_for
-from cinebrain.models.presets import get_preset, module_parameters
+from cinebrain.models.autoencoder.model import AutoencoderConfig, MultimodalAutoencoder, windows_for
+from cinebrain.models.autoencoder.presets import get_preset, module_parameters
 from cinebrain.train import TrainConfig, Trainer
 
 #: Windows per optimizer step: the engine's default for the demo; for "large" enough rows

@@ -11,7 +11,7 @@ import torch
 
 from cinebrain.data.windows import collate_windows
 from cinebrain.errors import ConfigError, InputError
-from cinebrain.models.autoencoder import (
+from cinebrain.models.autoencoder.model import (
     AutoencoderConfig,
     DecoderConfig,
     Lesion,
@@ -19,14 +19,14 @@ from cinebrain.models.autoencoder import (
     predict_dataset,
     windows_for,
 )
-from cinebrain.models.lesion import run_lesion, top_units
-from cinebrain.models.presets import (
+from cinebrain.models.autoencoder.presets import (
     SHERLOCK2017_TABLE,
     get_preset,
     module_parameters,
     preset_names,
     preset_parameters,
 )
+from cinebrain.models.lesion import run_lesion, top_units
 from cinebrain.nn.encoders import AudioEncoderConfig, TextEncoderConfig
 from cinebrain.nn.fusion import FusionConfig
 

@@ -1,6 +1,6 @@
 """In-silico lesions of the multimodal autoencoder.
 
-A :class:`~cinebrain.models.autoencoder.Lesion` ablates bottleneck units (set to zero or
+A :class:`~cinebrain.models.autoencoder.model.Lesion` ablates bottleneck units (set to zero or
 to their mean) and/or removes whole modalities from the combiner input. :func:`run_lesion`
 predicts a dataset with and without it and reports, per voxel, how much the predicted
 response changed (and how much prediction accuracy was lost, when responses are given),
@@ -24,7 +24,7 @@ import torch
 from cinebrain.data.windows import WindowDataset, collate_windows
 from cinebrain.errors import ConfigError
 from cinebrain.metrics import pearson_r
-from cinebrain.models.autoencoder import (
+from cinebrain.models.autoencoder.model import (
     Lesion,
     MultimodalAutoencoder,
     predict_dataset,

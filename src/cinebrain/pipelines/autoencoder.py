@@ -164,7 +164,7 @@ def train(config: RunConfig, log: Log = _print, resume: bool = False,
 
     from cinebrain.data.windows import collate_windows
     from cinebrain.models import MultimodalAutoencoder
-    from cinebrain.models.presets import module_parameters
+    from cinebrain.models.autoencoder.presets import module_parameters
     from cinebrain.train import Trainer, load_checkpoint
 
     settings = config.autoencoder

@@ -28,7 +28,11 @@ from typing import Any
 import torch
 
 from cinebrain.errors import ConfigError
-from cinebrain.models.autoencoder import AutoencoderConfig, DecoderConfig, MultimodalAutoencoder
+from cinebrain.models.autoencoder.model import (
+    AutoencoderConfig,
+    DecoderConfig,
+    MultimodalAutoencoder,
+)
 from cinebrain.nn.common import count_parameters
 from cinebrain.nn.encoders import AudioEncoderConfig, ConvImageConfig, TextEncoderConfig
 from cinebrain.nn.fusion import FusionConfig
