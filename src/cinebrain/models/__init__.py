@@ -3,7 +3,8 @@
 The multimodal autoencoder (:mod:`cinebrain.models.autoencoder`: the model in
 :mod:`~cinebrain.models.autoencoder.model`, whose windows of TRs are
 :mod:`cinebrain.data.windows`, and named presets in
-:mod:`~cinebrain.models.autoencoder.presets`), in-silico lesions (:mod:`~cinebrain.models.lesion`) and stimulus reconstruction writers
+:mod:`~cinebrain.models.autoencoder.presets`), in-silico lesions
+(:mod:`~cinebrain.models.lesion`) and stimulus reconstruction writers
 (:mod:`~cinebrain.models.reconstruct`).
 """
 
