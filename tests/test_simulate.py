@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from cinebrain.data import simulate as sim
-from cinebrain.data.simulate import simulate_study
+from cinebrain.data.simulate import fmri, simulate_study
 from cinebrain.errors import InputError
 
 TINY = dict(
@@ -241,7 +241,7 @@ def test_refuses_existing_and_cleans_up(
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(sim, "_brain_mask", boom)
+    monkeypatch.setattr(fmri, "_brain_mask", boom)
     out = tmp_path / "broken"
     with pytest.raises(RuntimeError, match="interrupted"):
         simulate_study(out, **{**TINY, "run_duration": 10.0, "n_runs": 1})
