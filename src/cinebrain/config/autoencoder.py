@@ -36,7 +36,7 @@ AutoencoderTrainConfig = TrainConfig.with_defaults("AutoencoderTrainConfig", **A
 class AutoencoderRunConfig(Section):
     """The multimodal autoencoder (``cinebrain train``, ``cinebrain lesion``).
 
-    The model is a named preset (``cinebrain.models.presets``) with ``overrides`` of its
+    The model is a named preset (``cinebrain.models.autoencoder.presets``) with ``overrides`` of its
     fields; the number of voxels per subject and the TR come from the data. Its inputs
     are the run's extracted feature spaces on the TR grid, its responses and split are
     the linear fit's, so scores compare directly.
