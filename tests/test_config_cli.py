@@ -35,13 +35,17 @@ def test_overrides_beat_file(tmp_path):
 
 
 def test_every_config_key_is_a_flag():
-    from cinebrain.cli import _leaf_fields, build_parser
+    from cinebrain.cli import _SKIP, _leaf_fields, build_parser
 
+    # the training engine's folder and progress bars are set by the pipeline, not flags
+    set_by_pipeline = {"autoencoder.train.out_dir", "autoencoder.train.progress"}
+    assert _SKIP - {"study", "out"} == set_by_pipeline
     parser = build_parser()
     fit = parser._subparsers._group_actions[0].choices["fit"]
     dests = {a.dest for a in fit._actions}
     for dotted, _ in _leaf_fields(RunConfig):
-        assert dotted in dests
+        assert dotted in dests or dotted in set_by_pipeline
+    assert "autoencoder.train.epochs" in dests and "autoencoder.train.lr" in dests
 
 
 def test_cli_unknown_config_key_exits_2(tmp_path, capsys):
@@ -60,3 +64,14 @@ def test_console_script_exit_status(tmp_path):
     assert proc.returncode == 2
     assert "model.n_alphas" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "cinebrain-runs").exists()  # nothing written on a config error
+
+
+def test_training_settings_are_the_train_section(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({"study": "s.yaml", "autoencoder": {"train": {"epochs": 3}}}))
+    c = load_config(cfg, {"autoencoder.train.lr": 0.01})
+    assert c.autoencoder.train.epochs == 3 and c.autoencoder.train.lr == 0.01
+    cfg.write_text(yaml.safe_dump({"study": "s.yaml", "autoencoder": {"epochs": 3}}))
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    assert "epochs" in str(e.value) and "train" in str(e.value)

@@ -11,6 +11,7 @@ leaves the folder as it was. The science is in the library: feature extraction
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 
@@ -106,20 +107,26 @@ def features(config: RunConfig, log: Log = _print) -> dict:
     study = load(config)
     subjects = run_subjects(config, study)
     t0 = time.perf_counter()
-    with run.stage("features", config_hash=section_hash(config, "study", "features", "subjects"),
-                   owns=("features",)) as st:
-        spaces = extract_stimulus_features(study, **feature_kwargs(config),
-                                           cache_dir=run.cache_dir, progress=config.progress,
-                                           log=log)
-        # Every run against every stream, before anything is committed.
-        for s in subjects:
-            run_timings(study, s, spaces)
-        mask = study_mask(study, subjects, log)
-        save_feature_spaces(spaces, st.features_dir)
-        if mask is not None:
-            _save_nifti(mask, st.mask)
-        save_config(config, st.config)
-        st.info = {"subjects": subjects, "spaces": sorted(spaces)}
+    new_cache = not run.cache_dir.exists()
+    try:
+        with run.stage("features", owns=("features",),
+                       config_hash=section_hash(config, "study", "features", "subjects")) as st:
+            spaces = extract_stimulus_features(study, **feature_kwargs(config),
+                                               cache_dir=run.cache_dir, progress=config.progress,
+                                               log=log)
+            # Every run against every stream, before anything is committed.
+            for s in subjects:
+                run_timings(study, s, spaces)
+            mask = study_mask(study, subjects, log)
+            save_feature_spaces(spaces, st.features_dir)
+            if mask is not None:
+                _save_nifti(mask, st.mask)
+            save_config(config, st.config)
+            st.info = {"subjects": subjects, "spaces": sorted(spaces)}
+    except BaseException:
+        if new_cache:  # a failed first stage leaves no cache behind either
+            shutil.rmtree(run.cache_dir, ignore_errors=True)
+        raise
     log(f"  {len(spaces)} feature spaces ({time.perf_counter() - t0:.1f} s)")
     return {"spaces": sorted(spaces), "subjects": subjects}
 
