@@ -162,6 +162,8 @@ def run_timings(study: Study, subject: str, spaces: Mapping[str, FeatureSpace],
     if not spaces:
         raise InputError(study.root, "no feature spaces", "extract features first")
     duration = max(fs.end for fs in spaces.values())
+    if sources is None:  # name the file a stream came from, where the extractor recorded it
+        sources = {n: str(fs.meta["source"]) for n, fs in spaces.items() if fs.meta.get("source")}
     out = []
     for run in study.subjects[subject].runs:
         out.append(check_run_timing(
