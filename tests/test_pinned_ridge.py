@@ -33,7 +33,6 @@ def _run(study, out: Path, scheme: str) -> RunFolder:
     return RunFolder(out)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["held_out", "leave_one_run_out"])
 def test_ridge_reproduces_pinned_results(tiny_study, tmp_path, scheme):
     ref = np.load(PINNED)
