@@ -99,13 +99,16 @@ def _save_nifti(img, path) -> None:
 # --------------------------------------------------------------------------- features
 def features(config: RunConfig, log: Log = _print) -> dict:
     """Extract the study's feature spaces, check every run against them, fix the mask."""
-    from cinebrain.data.study import run_timings, study_mask
+    from cinebrain.data.study import run_timings, run_volumes, study_mask
     from cinebrain.features.stimulus import extract_stimulus_features, save_feature_spaces
 
     run = RunFolder(config.out)
     run.check_writable()
     study = load(config)
     subjects = run_subjects(config, study)
+    for s in subjects:  # every run's responses (headers, TR) before the stimulus is read
+        for r in study.subjects[s].runs:
+            run_volumes(study, r)
     t0 = time.perf_counter()
     new_cache = not run.cache_dir.exists()
     try:
