@@ -11,6 +11,24 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+@pytest.fixture
+def fake_embed(monkeypatch):
+    """A deterministic stand-in for the sentence model: one-hot of the text's length."""
+    import numpy as np
+
+    import cinebrain.features.text as text_mod
+
+    def embed(texts):
+        out = np.zeros((len(texts), 8), np.float32)
+        for i, t in enumerate(texts):
+            if t.strip():
+                out[i, len(t.strip()) % 8] = 1.0
+        return out
+
+    monkeypatch.setattr(text_mod, "embed_texts", embed)
+    return embed
+
+
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory):
     """A small but complete simulated study (2 subjects x 2 runs, 8 mm voxels).

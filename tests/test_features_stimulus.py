@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import cinebrain.features.stimulus as stimulus
-import cinebrain.features.text as text_mod
 from cinebrain.errors import InputError
 from cinebrain.features.base import FeatureSpace
 from cinebrain.features.cache import file_digest
@@ -74,17 +73,8 @@ def write_study_file(folder, tr=1.5, onset="onset", end="offset: offset", unit="
 
 
 @pytest.fixture
-def calls(monkeypatch):
-    """Count the extractors' computations; a stand-in for the sentence model."""
-
-    def embed(texts):
-        out = np.zeros((len(texts), 8), np.float32)
-        for i, t in enumerate(texts):
-            if t.strip():
-                out[i, len(t.strip()) % 8] = 1.0
-        return out
-
-    monkeypatch.setattr(text_mod, "embed_texts", embed)
+def calls(monkeypatch, fake_embed):
+    """Count the extractors' computations (with a stand-in for the sentence model)."""
     counter: Counter = Counter()
     for name in ("extract_video", "extract_audio", "text_embeddings", "annotation_features", "transcript_features"):
         original = getattr(stimulus, name)

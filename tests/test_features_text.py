@@ -6,29 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import cinebrain.features.text as text_mod
 from cinebrain.errors import InputError
 from cinebrain.features.annotations import annotation_features
 from cinebrain.features.base import FeatureSpace
 from cinebrain.features.cache import cached, cached_many
 from cinebrain.features.text import text_embeddings, transcript_features
 from cinebrain.timing import resample
-
-
-@pytest.fixture
-def fake_embed(monkeypatch):
-    """A deterministic stand-in for the sentence model: one-hot of the text's length."""
-
-    def embed(texts):
-        out = np.zeros((len(texts), 8), np.float32)
-        for i, t in enumerate(texts):
-            if t.strip():
-                out[i, len(t.strip()) % 8] = 1.0
-        return out
-
-    monkeypatch.setattr(text_mod, "embed_texts", embed)
-    return embed
-
 
 ANN = pd.DataFrame(
     {
