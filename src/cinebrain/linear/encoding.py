@@ -235,6 +235,7 @@ def fit_encoding_model(
     variance_partitioning: bool = True,
     refit: bool = True,
     log: Log | None = None,
+    run_names: Sequence[str] | None = None,
 ) -> EncodingResult:
     """Fit an encoding model with an outer split by runs and predict the held-out runs.
 
@@ -265,6 +266,7 @@ def fit_encoding_model(
         rows (for 2 to 4 bands).
     refit : under leave-one-run-out, refit the kept model on all runs.
     log : called with one line per leave-one-run-out fold (None: silent).
+    run_names : names of the runs (indexed by the values of ``run_index``), for ``log``.
 
     Returns
     -------
@@ -321,7 +323,8 @@ def fit_encoding_model(
         for key, v in fit.subsets.items():
             subsets.setdefault(key, np.zeros(pred.shape, np.float32))[at] = v
         if loro and log is not None:
-            log(f"run {pred_runs[0]}: fit on {fit.train_idx.size} TRs of {len(fit_runs)} runs, "
+            name = run_names[pred_runs[0]] if run_names is not None else f"run {pred_runs[0]}"
+            log(f"{name}: fit on {fit.train_idx.size} TRs of {len(fit_runs)} runs, "
                 f"predicted {rows.size} TRs")
     train_runs = outer[0][0]
     if loro and refit:

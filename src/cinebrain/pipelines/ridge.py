@@ -178,6 +178,7 @@ def fit(config: RunConfig, log: Log = _print) -> dict:
                 device=m.device,
                 variance_partitioning=config.evaluate.variance_partitioning,
                 log=(lambda msg, s=subject: log(f"    {s} {msg}")) if loro else None,
+                run_names=names,
             )
             _write_fit(st, subject, d, res, names, config.split.scheme)
             repeats = repeated_runs(timings)
