@@ -1,10 +1,12 @@
 """The science is unchanged: the ridge pipeline reproduces pinned results.
 
 ``tests/data/pinned_ridge.npz`` holds, for sub-01 of the ``tiny_study`` fixture (2
-subjects x 2 runs of 60 s, TR 1.5 s, 8 mm voxels, seed 1), every voxel's cross-validated
-alpha and held-out r, and 400 voxels' (indices in ``<scheme>/voxels``) permutation p and
-unique variance per band, as computed by cinebrain before its stages moved to
-``cinebrain.pipelines``. Both split schemes are pinned, one test each.
+subjects x 2 runs of 60 s, TR 1.5 s, 8 mm voxels, seed 1) fitted alone with two bands
+(video pixels, audio mel), every voxel's cross-validated alpha and held-out r, and 400
+voxels' (indices in ``<scheme>/voxels``) phase-test p and unique variance per band, as
+computed by cinebrain before its stages moved to ``cinebrain.pipelines`` (the commit
+before that move, through its ``workflow.run_all``). Both split schemes are pinned, one
+test each.
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ from cinebrain.pipelines.runfolder import RunFolder
 
 PINNED = Path(__file__).parent / "data" / "pinned_ridge.npz"
 SUBJECT = "sub-01"
-BANDS = ("visual", "auditory", "text", "annotations")
+BANDS = ("visual", "auditory")
 
 
 def _run(study, out: Path, scheme: str) -> RunFolder:
     config = load_config(None, {
-        "study": str(study), "out": str(out), "split.scheme": scheme,
+        "study": str(study), "out": str(out), "split.scheme": scheme, "subjects": [SUBJECT],
         "evaluate.n_permutations": 200, "progress": False,
-        "features.video": ["pixels", "motion_energy"], "model.n_iter": 6, "model.cv_folds": 3,
+        "features.video": ["pixels"], "features.audio": ["mel"],
+        "features.annotation_text": False, "features.annotation_columns": False,
+        "features.transcript": [], "model.n_iter": 6, "model.cv_folds": 3,
     })
     ridge.run_all(config.model_copy(update={"report": False}), lambda msg: None)
     return RunFolder(out)
