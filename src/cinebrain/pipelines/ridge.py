@@ -11,6 +11,7 @@ leaves the folder as it was. The science is in the library: feature extraction
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -258,8 +259,6 @@ def regions_of(config: RunConfig, study, mask_img) -> tuple[np.ndarray | None, t
 def evaluate(config: RunConfig, log: Log = _print) -> dict:
     """Score the held-out predictions of the current fit per target: r, R2, noise ceiling,
     significance with FDR, split R2 and unique variance per band, regions, ground truth."""
-    import json
-
     from cinebrain.data.splits import lengths_from_run_index
     from cinebrain.evaluate import (
         describe_significance_test,
