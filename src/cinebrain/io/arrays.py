@@ -3,6 +3,19 @@
 One reader, :func:`read_timeseries`, for ``.npy``, ``.npz``, ``.csv``/``.tsv``, ``.mat``
 (MATLAB v5 via scipy, v7.3 via h5py) and ``.h5``/``.hdf5``. The result is always
 ``(n_trs, n_targets)`` float32, validated.
+
+Target names (ROI names) travel with the data, read by :func:`read_target_names`:
+
+- ``.csv`` / ``.tsv``: the header row (optional), one name per column;
+- ``.npz`` and ``.mat``: an array / variable ``<key>_names`` next to the data ``<key>``
+  (strings, or a MATLAB cell array of strings / char matrix); ``names`` is also accepted
+  when the file holds one data array;
+- ``.h5`` / ``.hdf5`` (and MATLAB v7.3): an attribute ``names`` on the dataset, or a
+  dataset ``<key>_names`` beside it;
+- ``.npy``: none.
+
+Names are stripped of surrounding whitespace and must be non-empty, unique and one per
+column. Arrays called ``*_names`` (or ``names``) are never taken for the responses.
 """
 
 from __future__ import annotations
@@ -23,8 +36,18 @@ _KEY_FIX = "set key: in the run's entry of the study file"
 _READ_ERRORS = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
+def _is_names_key(name: str, names: list[str]) -> bool:
+    """``<key>_names`` beside ``<key>``, or ``names``: target names, not responses."""
+    leaf = name.rsplit("/", 1)[-1]
+    if leaf == "names":
+        return True
+    return name.endswith("_names") and name[: -len("_names")] in names
+
+
 def _pick(path: Path, names: list[str], key: str | None, what: str) -> str:
-    """The variable to read: ``key``, or the only one."""
+    """The variable to read: ``key``, or the only one (name arrays left out)."""
+    if key is None:
+        names = [n for n in names if not _is_names_key(n, names)]
     if key is not None:
         if key not in names:
             raise InputError(
@@ -252,3 +275,146 @@ def validate_timeseries(data: np.ndarray, where: str | os.PathLike) -> np.ndarra
             "drop them; a constant target can be neither predicted nor scored",
         )
     return np.ascontiguousarray(data)
+
+
+# --------------------------------------------------------------------------- target names
+def _n_columns(shape: tuple[int, ...]) -> int:
+    return 1 if len(shape) < 2 else int(shape[1])
+
+
+def _decode_names(raw) -> list[str]:
+    """Strings from what numpy, scipy or h5py give for a list of names: str / bytes
+    arrays, object arrays of those, a MATLAB cell array (object array of char arrays) or
+    char matrix (one name per row)."""
+    arr = np.asarray(raw)
+    if arr.dtype.kind in "US" and arr.ndim == 2 and arr.dtype.itemsize in (1, 4) and (
+            arr.dtype.kind == "S" or arr.dtype.itemsize == 4) and arr.shape[1] > 1 and all(
+            len(x) <= 1 for x in arr.ravel()[:50]):
+        arr = np.array(["".join(row) for row in arr])  # a char matrix, one character a cell
+    out = []
+    for item in arr.ravel():
+        if isinstance(item, np.ndarray):
+            parts = _decode_names(item)
+            out.append("".join(parts) if item.dtype.kind in "US" and item.ndim == 2
+                       else " ".join(parts) if len(parts) != 1 else parts[0])
+        elif isinstance(item, bytes | np.bytes_):
+            out.append(item.decode("utf-8", "replace"))
+        else:
+            out.append(str(item))
+    return out
+
+
+def _check_names(path: Path, names: list[str], n_columns: int, where: str) -> list[str]:
+    names = [" ".join(str(n).split()) for n in names]
+    if len(names) != n_columns:
+        raise InputError(path, f"{where} holds {len(names)} name(s) for {n_columns} column(s)",
+                         "give exactly one name per column")
+    blank = [i for i, n in enumerate(names) if not n]
+    if blank:
+        raise InputError(path, f"column {blank[0]} has no name in {where}",
+                         "name every column, or leave the names out altogether")
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise InputError(path, f"{where} names {n!r} twice",
+                             "give every column a name of its own")
+        seen.add(n)
+    return names
+
+
+def _table_names(path: Path) -> list[str] | None:
+    sep = "," if path.suffix.lower() == ".csv" else "\t"
+    try:
+        first = pd.read_csv(path, sep=sep, header=None, dtype=str, keep_default_na=False, nrows=1)
+    except Exception:  # the full read reports what is wrong
+        return None
+    cells = [str(c) for c in first.iloc[0]] if len(first) else []
+    text = [c for c in cells if c.strip().lower() not in ("", "nan", "na", "n/a")
+            and pd.isna(pd.to_numeric(c.strip(), errors="coerce"))]
+    if not text:
+        return None  # no header row
+    return _check_names(path, cells, len(cells), "the header row")
+
+
+def _h5_names(path: Path, key: str | None, matlab: bool) -> list[str] | None:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        datasets = _h5_datasets(f)
+        name = _pick(path, datasets, key, "dataset")
+        ds = f[name]
+        shape = tuple(ds.shape)[::-1] if matlab else tuple(ds.shape)
+        n = _n_columns(shape)
+        if "names" in ds.attrs:
+            return _check_names(path, _decode_names(ds.attrs["names"]), n,
+                                f"the 'names' attribute of {name!r}")
+        for other in (f"{name}_names", *(["names"] if len(
+                [d for d in datasets if not _is_names_key(d, datasets)]) == 1 else [])):
+            if other in datasets:
+                return _check_names(path, _h5_decode(f, f[other]), n, f"dataset {other!r}")
+    return None
+
+
+def _h5_decode(f, ds) -> list[str]:
+    """Names stored in an HDF5 dataset: strings, or MATLAB v7.3 char / cellstr data."""
+    import h5py
+
+    data = ds[()]
+    if h5py.check_dtype(ref=ds.dtype) is not None:  # a MATLAB cell array: references
+        return ["".join(chr(c) for c in np.asarray(f[ref]).ravel() if c) for ref in
+                np.asarray(data).ravel()]
+    if np.asarray(data).dtype.kind in "ui":  # a MATLAB char matrix, column-major
+        chars = np.atleast_2d(np.asarray(data)).T
+        return ["".join(chr(c) for c in row if c) for row in chars]
+    return _decode_names(data)
+
+
+def read_target_names(path: str | os.PathLike, key: str | None = None) -> list[str] | None:
+    """The names of the columns (targets, e.g. ROIs) of a responses file, or None.
+
+    Conventions (see the module docstring): a CSV/TSV header row; ``<key>_names`` (or
+    ``names``) beside the data in ``.npz`` / ``.mat``; an attribute ``names`` on the HDF5
+    dataset, or a dataset ``<key>_names``. ``.npy`` files carry no names.
+
+    Raises
+    ------
+    InputError
+        Names that are blank, repeated, or not one per column.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv", ".txt"):
+            return _table_names(path)
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                name = _pick(path, list(z.files), key, "array")
+                n = _n_columns(z[name].shape)
+                single = len([k for k in z.files if not _is_names_key(k, list(z.files))]) == 1
+                for other in (f"{name}_names", *(["names"] if single else [])):
+                    if other in z.files:
+                        return _check_names(path, _decode_names(z[other]), n, f"array {other!r}")
+            return None
+        if suffix in (".h5", ".hdf5"):
+            return _h5_names(path, key, matlab=False)
+        if suffix == ".mat":
+            import h5py
+            import scipy.io
+
+            if h5py.is_hdf5(path):
+                return _h5_names(path, key, matlab=True)
+            variables = [v[0] for v in scipy.io.whosmat(path)]
+            name = _pick(path, variables, key, "variable")
+            single = len([v for v in variables if not _is_names_key(v, variables)]) == 1
+            for other in (f"{name}_names", *(["names"] if single else [])):
+                if other in variables:
+                    mat = scipy.io.loadmat(path, variable_names=[name, other])
+                    return _check_names(path, _decode_names(mat[other]),
+                                        _n_columns(np.shape(mat[name])), f"variable {other!r}")
+            return None
+    except InputError:
+        raise
+    except _READ_ERRORS as e:
+        raise InputError(path, f"cannot read its target names ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())})", "re-export the file") from None
+    return None
