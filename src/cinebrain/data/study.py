@@ -25,6 +25,7 @@ __all__ = [
     "load_responses",
     "load_study",
     "repeated_runs",
+    "response_names",
     "run_timings",
     "run_volumes",
     "select_subjects",
@@ -220,6 +221,48 @@ def load_responses(study: Study, subject: str, timings: Sequence[RunTiming], mas
             "give every run the same voxels / ROIs",
         )
     return np.concatenate(parts, axis=0).astype(np.float32, copy=False)
+
+
+def response_names(study: Study, subjects: Sequence[str] | None = None) -> list[str] | None:
+    """The names of the targets (e.g. ROIs) of array responses, or None.
+
+    Read from every ROI / array run of ``subjects`` (all: None) with
+    :func:`cinebrain.io.arrays.read_target_names`; None when no run names its columns or
+    the study has BOLD runs (whose targets are voxels). Every run of every subject must
+    then give the same names in the same order.
+
+    Raises
+    ------
+    InputError
+        Runs whose names differ, or some runs named and others not.
+    """
+    from cinebrain.io.arrays import read_target_names
+
+    found: list[tuple[object, list[str] | None]] = []
+    for s in select_subjects(study, subjects):
+        for run in study.subjects[s].runs:
+            if run.bold:
+                return None
+            path = study.resolve(run.responses)
+            found.append((path, read_target_names(path, key=run.key)))
+    named = [(p, n) for p, n in found if n is not None]
+    if not named:
+        return None
+    first_path, first = named[0]
+    for path, names in found:
+        if names is None:
+            raise InputError(path, f"names no columns, but {first_path} names them "
+                             f"({', '.join(first)})",
+                             "give every run the same column names (or none at all)")
+        if names != first:
+            diff = next((i for i, (a, b) in enumerate(zip(names, first)) if a != b),
+                        min(len(names), len(first)))
+            got = names[diff] if diff < len(names) else "nothing"
+            want = first[diff] if diff < len(first) else "nothing"
+            raise InputError(path, f"column {diff} is named {got!r} but {want!r} in "
+                             f"{first_path}", "give every run and subject the same column "
+                             "names in the same order")
+    return list(first)
 
 
 def repeated_runs(timings: Sequence[RunTiming]) -> list[int]:
