@@ -88,5 +88,20 @@ class EvaluateConfig(Section):
     variance_partitioning: bool = Field(
         True, description="refit on subsets of bands for unique/shared variance"
     )
+    reference: list[Literal["subject", "group_mean", "leave_one_out_mean"]] = Field(
+        default_factory=lambda: ["subject"],
+        description="what held-out predictions are scored against, one or several: "
+        "subject (its own responses), group_mean (the mean of all subjects on the same "
+        "held-out TRs), leave_one_out_mean (the mean of the other subjects); per-subject "
+        "scores are always reported, the group references beside them with their ceiling",
+    )
     rois: str | None = Field(None, description="label NIfTI in the mask's space")
     roi_labels: dict[int, str] | None = Field(None, description="label value -> ROI name")
+
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _reference(cls, v):
+        v = [v] if isinstance(v, str) else v
+        if isinstance(v, list) and not v:
+            raise ValueError("give at least one reference (subject, group_mean, leave_one_out_mean)")
+        return list(dict.fromkeys(v)) if isinstance(v, list) else v
