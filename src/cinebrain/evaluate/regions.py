@@ -98,9 +98,18 @@ def comparison_regions(modality: np.ndarray | None = None,
     return {k: v for k, v in regions.items() if v.any()}
 
 
+def target_regions(names: Sequence[str]) -> dict[str, np.ndarray]:
+    """One region per target, named: ``{name: (n_targets,) bool}`` (ROI time series, whose
+    every column is a region)."""
+    n = len(names)
+    return {str(name): np.arange(n) == i for i, name in enumerate(names)}
+
+
 def region_table(r: np.ndarray, regions: Mapping[str, np.ndarray], *,
                  ceiling: np.ndarray | None = None, significant: np.ndarray | None = None,
-                 subject: str | None = None, key: str = "roi") -> list[dict]:
+                 subject: str | None = None, key: str = "roi", r2: np.ndarray | None = None,
+                 p: np.ndarray | None = None,
+                 scores: Mapping[str, np.ndarray] | None = None) -> list[dict]:
     """Scores per region: one row per non-empty region.
 
     Parameters
@@ -111,12 +120,18 @@ def region_table(r: np.ndarray, regions: Mapping[str, np.ndarray], *,
     significant : (n_targets,) bool, targets significant after FDR, or None (no test).
     subject : added to every row as ``"subject"`` when given.
     key : the name of the region column.
+    r2 : (n_targets,) R2 per target: ``"mean_r2"``.
+    p : (n_targets,) p-values: ``"p"`` for a region of one target.
+    scores : {name: (n_targets,)} further per-target figures (e.g. ``r_group_mean``,
+        ``ceiling_group_mean``), each the mean over the region under its own name.
 
     Returns
     -------
     rows : ``{key: name, "subject", "n_voxels", "mean_r", "median_r"}``, plus
-        ``"ceiling"`` (median over the region) with a ceiling and ``"fraction_significant"``
-        with a test.
+        ``"mean_r2"`` with ``r2``, ``"ceiling"`` (median over the region) with a ceiling,
+        ``"fraction_significant"`` with a test (and, for a region of one target,
+        ``"p"`` and ``"significant"``), and every name of ``scores``. For a region of one
+        target (an ROI time series) the means and medians are that target's values.
     """
     r = np.asarray(r)
     rows = []
@@ -131,10 +146,44 @@ def region_table(r: np.ndarray, regions: Mapping[str, np.ndarray], *,
                     "median_r": float(np.median(r[sel]))})
         if ceiling is not None:
             row["ceiling"] = float(np.median(np.asarray(ceiling)[sel]))
+        if r2 is not None:
+            row["mean_r2"] = float(np.asarray(r2)[sel].mean())
         if significant is not None:
             row["fraction_significant"] = float(np.asarray(significant)[sel].mean())
+        if sel.sum() == 1:
+            if p is not None:
+                row["p"] = float(np.asarray(p)[sel][0])
+            if significant is not None:
+                row["significant"] = bool(np.asarray(significant)[sel][0])
+        for name, values in (scores or {}).items():
+            row[name] = float(np.asarray(values, dtype=np.float64)[sel].mean())
         rows.append(row)
     return rows
+
+
+def region_group_table(rows: Sequence[Mapping], key: str = "roi") -> list[dict]:
+    """Across subjects, per region of :func:`region_table` rows (in order of appearance):
+    ``key``, ``n_subjects``, ``n_voxels`` (of the first row), every numeric figure the
+    rows have (``mean_r``, ``mean_r2``, ``ceiling``, ``p``, the group references'
+    ``r_<reference>`` ...) as its median over subjects, under the same name, and
+    ``n_significant_subjects`` where rows say ``significant``."""
+    out = []
+    for region in dict.fromkeys(row[key] for row in rows):
+        rs = [row for row in rows if row[key] == region]
+        summary: dict = {key: region, "n_subjects": len(rs), "n_voxels": rs[0].get("n_voxels")}
+        names = dict.fromkeys(k for row in rs for k, v in row.items()
+                              if k not in (key, "subject", "n_voxels", "significant")
+                              and isinstance(v, int | float) and not isinstance(v, bool))
+        for name in names:
+            vals = [float(row[name]) for row in rs if row.get(name) is not None]
+            vals = [v for v in vals if np.isfinite(v)]
+            if vals:
+                summary[name] = float(np.median(vals))
+        sig = [row["significant"] for row in rs if "significant" in row]
+        if sig:
+            summary["n_significant_subjects"] = int(sum(bool(v) for v in sig))
+        out.append(summary)
+    return out
 
 
 def ground_truth_recovery(modality: np.ndarray, r: np.ndarray, *,
