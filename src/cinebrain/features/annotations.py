@@ -20,6 +20,7 @@ def annotation_features(
     categorical: Sequence[str] = (),
     numeric: Sequence[str] = (),
     text: Sequence[str] = (),
+    separator: str | None = None,
 ) -> dict[str, FeatureSpace]:
     """One feature space per annotation column.
 
@@ -34,9 +35,15 @@ def annotation_features(
     numeric : column names
         The raw value (not standardised; that happens with training statistics at fit
         time). ``method="mean"``: a TR gets the overlap-weighted average of the rows shown
-        during it, zero where no row is shown. Missing values are an error.
+        during it, zero where no row is shown. Missing values are an error
+        (read the table with a ``numeric_blank`` policy).
     text : column names
         Sentence embeddings, see :func:`cinebrain.features.text.text_embeddings`.
+    separator : str, optional
+        Categorical cells hold several values separated by this (``"Sherlock, John"``
+        with ``","``): one indicator per distinct value, each cell setting all of its
+        values. Values are compared without surrounding spaces (``"Baker Street "`` is
+        ``"Baker Street"``); empty values are dropped.
 
     Returns
     -------
@@ -52,14 +59,17 @@ def annotation_features(
         raise InputError("annotations", f"has no column(s) {missing}", f"available: {', '.join(map(str, df.columns))}")
     onsets, durations = _intervals(df, "annotations")
     out: dict[str, FeatureSpace] = {}
+    if separator is not None and (not isinstance(separator, str) or not separator):
+        raise InputError("annotations", f"separator must be a non-empty string (got {separator!r})",
+                         "set stimulus.annotations.separator to e.g. ','")
     for col in categorical:
-        labels = df[col].astype(object).where(df[col].notna(), None)
-        levels = sorted({str(v) for v in labels if v is not None})
+        cells = [_values(v, separator) for v in df[col].tolist()]
+        levels = sorted({v for c in cells for v in c})
         index = {v: j for j, v in enumerate(levels)}
         values = np.zeros((len(df), len(levels)), np.float32)
-        for i, v in enumerate(labels):
-            if v is not None:
-                values[i, index[str(v)]] = 1.0
+        for i, c in enumerate(cells):
+            for v in c:
+                values[i, index[v]] = 1.0
         out[col] = FeatureSpace(col, values, onsets, durations,
                                 feature_names=[f"{col}={v}" for v in levels], method="overlap",
                                 meta={"column": col, "kind": "categorical"})
@@ -70,7 +80,8 @@ def annotation_features(
             i = int(np.argmax(bad))
             raise InputError(
                 f"annotations column {col!r}", f"row {i} is {df[col].iloc[i]!r}, not a finite number",
-                "fill in every value, or list the column as categorical",
+                "fill in every value, set stimulus.annotations.numeric_blank (zero or previous), "
+                "or list the column as categorical",
             )
         out[col] = FeatureSpace(col, values[:, None], onsets, durations, feature_names=[col],
                                 method="mean", meta={"column": col, "kind": "numeric"})
@@ -79,3 +90,13 @@ def annotation_features(
         fs.meta["kind"] = "text"
         out[col] = fs
     return out
+
+
+def _values(cell, separator: str | None) -> list[str]:
+    """The categories a cell holds: stripped, empty ones dropped, each once."""
+    if cell is None or (not isinstance(cell, str) and pd.isna(cell)):
+        return []
+    if isinstance(cell, float) and cell.is_integer():
+        cell = int(cell)  # 2.0 read from a sheet is the category "2"
+    parts = str(cell).split(separator) if separator else [str(cell)]
+    return list(dict.fromkeys(p.strip() for p in parts if p.strip()))
