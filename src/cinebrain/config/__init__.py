@@ -30,12 +30,15 @@ __all__ = [
     "AlignmentConfig",
     "AutoencoderRunConfig",
     "EvaluateConfig",
+    "NULL",
+    "STAGE_OPTIONS",
     "FeaturesConfig",
     "ModelConfig",
     "RunConfig",
     "Section",
     "SplitConfig",
     "config_error",
+    "config_leaves",
     "load_config",
     "save_config",
     "section_hash",
@@ -43,6 +46,30 @@ __all__ = [
 
 #: Keys holding file paths, made absolute on loading.
 PATH_KEYS = (("study",), ("out",), ("evaluate", "rois"))
+
+
+class _Null:
+    """An override that sets a key to null (``None`` as an override means "not given")."""
+
+    def __repr__(self) -> str:
+        return "none"
+
+    __str__ = __repr__
+
+
+#: ``load_config(path, {"alignment.high_pass": NULL})`` sets the key to null.
+NULL = _Null()
+
+#: The options each stage applies (dotted keys or section prefixes). The other options of
+#: a config are carried in the run folder's ``config.yaml`` for the stages that use them.
+#: ``study``, ``out``, ``progress`` and ``threads`` concern every stage.
+STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "features": ("subjects", "features"),
+    "fit": ("subjects", "alignment", "model", "split", "evaluate.variance_partitioning"),
+    "evaluate": ("subjects", "evaluate"),
+    "report": ("evaluate.fdr", "evaluate.rois", "evaluate.roi_labels"),
+    "train": ("subjects", "alignment", "split", "autoencoder"),
+}
 
 
 class RunConfig(Section):
@@ -59,6 +86,10 @@ class RunConfig(Section):
     autoencoder: AutoencoderRunConfig = Field(default_factory=AutoencoderRunConfig)
     report: bool = Field(True, description="build report.html")
     progress: bool = Field(True, description="progress bars")
+    threads: int | None = Field(
+        None, ge=1, description="BLAS and torch CPU threads (null: the cores available to "
+        "the process); results do not depend on it",
+    )
 
 
 def _allowed(model: type[BaseModel], loc: tuple) -> list[str]:
@@ -91,6 +122,11 @@ def config_error(where: str, exc: ValidationError, model: type[BaseModel]) -> Co
         )
     if err["type"] == "missing":
         return ConfigError(where, f"missing required key '{key}'", "add it")
+    if err["type"] == "value_error" and isinstance(err.get("input"), dict):
+        # a section's own check (an option its other options leave unused): its message
+        # names the keys and the fix; the section's values would only make the line long
+        message = str(err.get("ctx", {}).get("error", err["msg"]))
+        return ConfigError(where, f"{key}.{message}")
     return ConfigError(
         where, f"bad value for '{key}': {err['msg']} (got {err.get('input')!r})", "fix the value"
     )
@@ -117,13 +153,15 @@ def load_config(path: str | os.PathLike | None, overrides: dict[str, Any] | None
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
+        if value is NULL:
+            value = None
         node = data
         parts = dotted.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(where, f"'{part}' is not a section", "fix the config")
-        if tuple(parts) in PATH_KEYS and isinstance(value, str):
+        if tuple(parts) in PATH_KEYS and isinstance(value, str):  # (not a null)
             value = os.path.abspath(value)  # a command-line path: relative to the working folder
         node[parts[-1]] = value
     try:
@@ -142,6 +180,36 @@ def _absolute_paths(data: dict[str, Any], base: Path) -> None:
             value = node[key[-1]]
             if not os.path.isabs(value):
                 node[key[-1]] = str((base / value).resolve())
+
+
+def config_leaves(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value of every leaf option of a config dump (a dict-valued option such
+    as ``model.bands`` is one leaf when the model declares it so; here every nested mapping
+    is walked, which is what comparing two dumps needs)."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json")
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value and dotted in _SECTIONS:
+            out.update(config_leaves(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _sections(model: type[BaseModel], prefix: str = "") -> set[str]:
+    found = set()
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            found.add(prefix + name)
+            found |= _sections(ann, f"{prefix}{name}.")
+    return found
+
+
+#: Dotted names of the config's sections (``features``, ``autoencoder.train``, ...).
+_SECTIONS = _sections(RunConfig)
 
 
 def section_hash(config: RunConfig, *sections: str) -> str:

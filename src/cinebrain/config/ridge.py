@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from cinebrain.config.base import Section
+from cinebrain.config.base import Section, unused_option
 
 
 class AlignmentConfig(Section):
@@ -27,6 +27,12 @@ class AlignmentConfig(Section):
             raise ValueError("delays must be a non-empty list of TRs >= 0")
         return v
 
+    @model_validator(mode="after")
+    def _delays_need_fir(self):
+        unused_option(self, "delays", self.hrf != "fir", f"hrf is {self.hrf}; FIR delays "
+                      "are used only with hrf: fir")
+        return self
+
 
 class ModelConfig(Section):
     """The linear encoding model."""
@@ -44,6 +50,14 @@ class ModelConfig(Section):
     cv_folds: int = Field(5, ge=2, le=50, description="contiguous CV folds on training runs")
     backend: Literal["numpy", "torch"] = Field("numpy", description="solver backend")
     device: str = Field("cpu", description="torch device (cpu, cuda)")
+
+    @model_validator(mode="after")
+    def _applied(self):
+        unused_option(self, "n_iter", self.kind == "ridge", "kind is ridge; band-weight "
+                      "candidates are used only with kind: banded")
+        unused_option(self, "device", self.backend == "numpy", "backend is numpy; the "
+                      "device is used only with backend: torch")
+        return self
 
 
 class SplitConfig(Section):
@@ -97,6 +111,12 @@ class EvaluateConfig(Section):
     )
     rois: str | None = Field(None, description="label NIfTI in the mask's space")
     roi_labels: dict[int, str] | None = Field(None, description="label value -> ROI name")
+
+    @model_validator(mode="after")
+    def _applied(self):
+        unused_option(self, "block_s", self.null != "block", f"null is {self.null}; the "
+                      "block length is used only with null: block")
+        return self
 
     @field_validator("reference", mode="before")
     @classmethod
