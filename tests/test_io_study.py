@@ -124,10 +124,11 @@ def test_unknown_key_top_level(study_dir):
 
 def test_unknown_key_nested(study_dir):
     msg = _error(study_dir, lambda d: _run(d).update(bolt="x"))
-    assert msg == (
+    assert msg.startswith(
         "unknown key 'bolt' in subjects.sub-01.runs[0]; allowed: name, bold, responses, key, segment, "
-        "offset (did you mean 'bold'?)"
-    )
+        "offset"
+    )  # later keys (events, ...) follow
+    assert msg.endswith("(did you mean 'bold'?)")
     msg = _error(study_dir, lambda d: d["stimulus"]["annotations"].update(colour="x"))
     assert "in stimulus.annotations" in msg and "onset, offset, duration" in msg
 

@@ -46,20 +46,77 @@ _CONFIG = ConfigDict(extra="forbid", coerce_numbers_to_str=True, validate_assign
 
 
 class Annotations(BaseModel):
-    """An annotation table: one row per event, with a start and an end (or duration)."""
+    """An annotation table: one row per event, with a start and an end (or duration).
+
+    Either one table for the whole stimulus (``path``, stimulus seconds), or, with
+    ``path`` left out, one table per run (each run's ``events``, on that run's scan clock);
+    the column keys apply to every table. Column names are matched without surrounding
+    spaces (``"Start Time (s) "`` and ``"Start Time (s)"`` name the same header).
+    """
 
     model_config = _CONFIG
 
-    path: str = Field(..., description="the annotation table (TSV, CSV or XLSX)")
+    path: str | None = Field(
+        None,
+        description="the annotation table (TSV, CSV or XLSX) for the whole stimulus; leave it "
+        "out when every run has its own events table",
+    )
     onset: str = Field("onset", description="the name of the column holding event starts")
     offset: str | None = Field(None, description="the name of the column holding event ends")
     duration: str | None = Field(None, description="the name of the column holding event durations")
     unit: Literal["s", "tr"] = Field("s", description="the unit of the time columns")
+    tr_base: Literal[0, 1] | None = Field(
+        None,
+        description="with unit: tr, the number of the first TR, 0 or 1 (default 0); TR k covers "
+        "[(k - tr_base) * tr, (k - tr_base + 1) * tr) seconds",
+    )
+    inclusive: bool | None = Field(
+        None,
+        description="with unit: tr and an offset column, true if the end TR is the event's last "
+        "TR (offset = (end - tr_base + 1) * tr), false if it is the first TR after it "
+        "(default false)",
+    )
+    part: str | None = Field(
+        None,
+        description="the column naming each row's part, when the sheet's times restart at 0 for "
+        "each part (needs part_start)",
+    )
+    part_start: dict[str, float] | None = Field(
+        None,
+        description="a mapping part -> the stimulus second at which that part's time 0 falls "
+        "(with part)",
+    )
+    order: Literal["time", "any"] = Field(
+        "time",
+        description="'time' (default): rows are in time order and an onset earlier than the row "
+        "above is an error; 'any': rows in any order",
+    )
+    separator: str | None = Field(
+        None,
+        description="a separator of several values in one categorical cell (e.g. ','): one "
+        "indicator column per value (default: a cell is one value)",
+    )
+    numeric_blank: Literal["error", "zero", "previous"] = Field(
+        "error",
+        description="what a blank cell in a numeric column means: error (default), zero, or "
+        "previous (the value above it in the sheet)",
+    )
+    sheet: str | int | None = Field(None, description="the Excel sheet (name or index; default: the first)")
     text: list[str] = Field(
         default_factory=list, description="columns embedded with the text model"
     )
     categorical: list[str] = Field(default_factory=list, description="columns one-hot encoded")
     numeric: list[str] = Field(default_factory=list, description="numeric columns used as they are")
+
+    @field_validator("onset", "offset", "duration", "part")
+    @classmethod
+    def _strip_name(cls, v: str | None) -> str | None:
+        return None if v is None else v.strip()
+
+    @field_validator("text", "categorical", "numeric")
+    @classmethod
+    def _strip_names(cls, v: list[str]) -> list[str]:
+        return [c.strip() for c in v]
 
     @model_validator(mode="after")
     def _one_end(self) -> Annotations:
@@ -69,7 +126,44 @@ class Annotations(BaseModel):
                 f"give exactly one of offset and duration (got {got}); "
                 "set offset: <end column> or duration: <duration column>"
             )
+        if self.unit != "tr" and (self.tr_base is not None or self.inclusive is not None):
+            raise ValueError(
+                "tr_base and inclusive only apply to times in TRs (unit is 's'); "
+                "set unit: tr, or remove tr_base and inclusive"
+            )
+        if self.inclusive and self.duration is not None:
+            raise ValueError(
+                "inclusive applies to an end column, not to durations; "
+                "remove inclusive, or give offset: instead of duration:"
+            )
+        if (self.part is None) != (self.part_start is None):
+            raise ValueError(
+                "part and part_start go together; set part: <column naming each row's part> and "
+                "part_start: {<part>: <stimulus second at which its times start>}"
+            )
+        if self.part_start is not None:
+            bad = {k: v for k, v in self.part_start.items() if not 0 <= v < float("inf")}
+            if bad:
+                raise ValueError(
+                    f"part_start must be stimulus seconds >= 0 (got {bad}); "
+                    "give the second at which each part starts"
+                )
+        if self.separator is not None and (not self.separator or self.separator.isspace()):
+            raise ValueError("separator must be a visible character (e.g. ','); set separator: ','")
         return self
+
+    def reading(self, tr: float) -> dict[str, Any]:
+        """How a table is read: keyword arguments of
+        :func:`cinebrain.io.annotations.read_annotations` (its path and columns aside)."""
+        return {
+            "onset": self.onset, "offset": self.offset, "duration": self.duration,
+            "unit": self.unit,
+            # The TR only turns TRs into seconds.
+            "tr": float(tr) if self.unit == "tr" else None,
+            "sheet": self.sheet, "tr_base": self.tr_base, "inclusive": self.inclusive,
+            "part": self.part, "part_start": self.part_start, "order": self.order,
+            "numeric_blank": self.numeric_blank,
+        }
 
 
 class Stimulus(BaseModel):
@@ -104,9 +198,10 @@ class Run(BaseModel):
     key: str | None = Field(
         None, description="the variable name inside an npz/mat/h5 responses file"
     )
-    segment: tuple[float, float] = Field(
-        ...,
-        description="[start, end) in stimulus seconds, the part of the stimulus shown in this run",
+    segment: tuple[float, float] | None = Field(
+        None,
+        description="[start, end) in stimulus seconds, the part of the stimulus shown in this run "
+        "(with events and no movie: optional, default the whole run, on the run's clock)",
     )
     offset: float = Field(
         0.0,
@@ -114,10 +209,18 @@ class Run(BaseModel):
         allow_inf_nan=False,
         description="the scan time in seconds at which the segment started",
     )
+    events: str | None = Field(
+        None,
+        description="this run's own events table (TSV, CSV or XLSX, as BIDS events.tsv), read "
+        "with the column keys of stimulus.annotations, times on the run's scan clock (0 = the "
+        "start of its first volume)",
+    )
 
     @field_validator("segment")
     @classmethod
-    def _segment_order(cls, v: tuple[float, float]) -> tuple[float, float]:
+    def _segment_order(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is None:
+            return v
         start, end = v
         if not (0 <= start < end < float("inf")):
             raise ValueError(
@@ -136,6 +239,11 @@ class Run(BaseModel):
             )
         if self.key is not None and self.responses is None:
             raise ValueError("key is only used with responses; remove key or use responses:")
+        if self.segment is None and self.events is None:
+            raise ValueError(
+                "a run needs a segment (got none); give segment: [start, end] in stimulus "
+                "seconds, or events: <this run's events table>"
+            )
         return self
 
 
@@ -180,6 +288,62 @@ class Study(BaseModel):
 
     _root: Path | None = PrivateAttr(default=None)
 
+    @model_validator(mode="after")
+    def _events_or_sheet(self) -> Study:
+        ann = self.stimulus.annotations
+        with_events = [
+            f"subjects.{sub}.runs[{i}]"
+            for sub, subject in self.subjects.items()
+            for i, run in enumerate(subject.runs)
+            if run.events is not None
+        ]
+        without = [
+            f"subjects.{sub}.runs[{i}]"
+            for sub, subject in self.subjects.items()
+            for i, run in enumerate(subject.runs)
+            if run.events is None
+        ]
+        if with_events and ann is None:
+            raise ValueError(
+                f"{with_events[0]} has events but stimulus.annotations is missing; add "
+                "stimulus.annotations with the events' columns (onset, duration or offset, and "
+                "the categorical / numeric / text columns to use), without path"
+            )
+        if ann is None:
+            return self
+        if with_events and ann.path is not None:
+            raise ValueError(
+                f"the study has both an annotation sheet (stimulus.annotations.path) and per-run "
+                f"events ({with_events[0]}.events); remove stimulus.annotations.path to use the "
+                "runs' events, or remove the runs' events to use the sheet"
+            )
+        if not with_events and ann.path is None:
+            raise ValueError(
+                "stimulus.annotations has no path and no run has events; give "
+                "stimulus.annotations.path (one table for the whole stimulus) or events: "
+                "<table> in every run"
+            )
+        if with_events and without:
+            raise ValueError(
+                f"{with_events[0]} has events but {without[0]} has none; give every run its "
+                "events table (or use one sheet for the whole stimulus)"
+            )
+        if with_events and ann.part is not None:
+            raise ValueError(
+                "stimulus.annotations.part is for one sheet whose times restart per part; "
+                "per-run events are each on their own run's clock already: remove part and part_start"
+            )
+        if with_events:
+            stim = self.stimulus
+            movie = [k for k in ("video", "audio", "transcript") if getattr(stim, k) is not None]
+            for loc, run in zip(with_events, (r for s in self.subjects.values() for r in s.runs)):
+                if movie and run.segment is None:
+                    raise ValueError(
+                        f"{loc} has no segment but the study has a stimulus.{movie[0]}; give "
+                        "segment: [start, end] in stimulus seconds"
+                    )
+        return self
+
     @property
     def root(self) -> Path:
         """Folder the study's relative paths start from (the study file's folder)."""
@@ -200,13 +364,13 @@ class Study(BaseModel):
         for key in ("video", "audio", "transcript"):
             if getattr(stim, key) is not None:
                 out.append((f"stimulus.{key}", getattr(stim, key)))
-        if stim.annotations is not None:
+        if stim.annotations is not None and stim.annotations.path is not None:
             out.append(("stimulus.annotations.path", stim.annotations.path))
         if self.mask is not None:
             out.append(("mask", self.mask))
         for sub, subject in self.subjects.items():
             for i, run in enumerate(subject.runs):
-                for key in ("bold", "responses"):
+                for key in ("bold", "responses", "events"):
                     value = getattr(run, key)
                     if value is not None:
                         out.append((f"subjects.{sub}.runs[{i}].{key}", value))
@@ -465,12 +629,12 @@ def write_study(study: Study, path: str | os.PathLike) -> Path:
         for key in ("video", "audio", "transcript"):
             if key in stim:
                 stim[key] = rebase(stim[key])
-        if "annotations" in stim:
+        if "annotations" in stim and "path" in stim["annotations"]:
             stim["annotations"]["path"] = rebase(stim["annotations"]["path"])
         data["mask"] = rebase(data["mask"])
         for subject in data["subjects"].values():
             for run in subject["runs"]:
-                for key in ("bold", "responses"):
+                for key in ("bold", "responses", "events"):
                     if key in run:
                         run[key] = rebase(run[key])
     return write_text(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
