@@ -100,3 +100,78 @@ def _values(cell, separator: str | None) -> list[str]:
         cell = int(cell)  # 2.0 read from a sheet is the category "2"
     parts = str(cell).split(separator) if separator else [str(cell)]
     return list(dict.fromkeys(p.strip() for p in parts if p.strip()))
+
+
+def run_key(subject: str, run: str) -> str:
+    """The key of one run's rows in a per-run events space (``meta["runs"]``)."""
+    return f"{subject}/{run}"
+
+
+def per_run_events(tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, list[int]]]:
+    """Stack per-run event tables into one, remembering each run's rows.
+
+    Parameters
+    ----------
+    tables : run key (:func:`run_key`) -> DataFrame with ``onset``, ``offset`` in seconds
+        of that run's scan clock (0 = the start of its first volume).
+
+    Returns
+    -------
+    DataFrame, all rows, runs in the given order, and run key -> ``[start, stop)`` rows.
+    Give the ranges to :func:`mark_per_run` on the spaces made from the stacked table.
+    """
+    ranges, at = {}, 0
+    for k, df in tables.items():
+        ranges[k] = [at, at + len(df)]
+        at += len(df)
+    stacked = pd.concat(list(tables.values()), ignore_index=True) if tables else pd.DataFrame()
+    return stacked, ranges
+
+
+def mark_per_run(fs: FeatureSpace, ranges: dict[str, list[int]]) -> FeatureSpace:
+    """Label ``fs`` (made from a :func:`per_run_events` table) with each run's rows.
+
+    Its samples are then on the runs' own clocks, not on one stimulus timeline: take a
+    run's part with :func:`space_for_run`. Such a space is an event space for the
+    coverage check (a run may end in rest).
+    """
+    fs.meta["runs"] = {k: [int(a), int(b)] for k, (a, b) in ranges.items()}
+    fs.meta["clock"] = "run"
+    fs.meta["coverage"] = "events"
+    return fs
+
+
+def space_for_run(
+    fs: FeatureSpace, subject: str, run: str, segment_start: float = 0.0, offset: float = 0.0
+) -> FeatureSpace:
+    """The samples of ``fs`` that one run showed, in stimulus seconds of its segment.
+
+    A space on one stimulus timeline (a movie, a study's annotation sheet) is returned
+    as it is. A per-run events space (:func:`mark_per_run`) gives only that run's rows,
+    moved from the run's scan clock to stimulus time: scan second ``t`` is stimulus
+    second ``segment_start + t - offset`` (the run's segment start and scan offset), so
+    resampling with the run's segment and offset puts every event back at its scan time.
+    A run without events gets an empty space (all-zero features).
+
+    Raises
+    ------
+    InputError
+        The space holds per-run events but none for this run (extracted for another study).
+    """
+    runs = fs.meta.get("runs") if isinstance(fs.meta, dict) else None
+    if not runs:
+        return fs
+    key = run_key(subject, run)
+    if key not in runs:
+        raise InputError(
+            f"feature space {fs.name!r}",
+            f"holds per-run events but none for subject {subject} run {run}",
+            "extract the features again for this study",
+        )
+    a, b = runs[key]
+    meta = {k: v for k, v in fs.meta.items() if k != "runs"}
+    meta["run"] = key
+    return FeatureSpace(
+        fs.name, fs.values[a:b], fs.onsets[a:b] - float(offset) + float(segment_start),
+        fs.durations[a:b], feature_names=fs.feature_names, method=fs.method, meta=meta,
+    )

@@ -14,7 +14,9 @@ the transcript) or ``annotations`` (categorical and numeric columns).
 With a cache folder, every extraction is keyed by everything that changes its output:
 the source file's content, every parameter of the extractor (defaults included, so a
 changed default is a new key), for annotations how the table is read (onset, offset or
-duration column, unit, the TR when the unit is TRs, sheet) and the columns, for text the
+duration column, unit, the TR when the unit is TRs, sheet, TR base and inclusivity, parts
+and their starts, row order, the blank policy, the separator, and for per-run events every
+run's file and key) and the columns, for text the
 identity of the embedding model, and the cache format version.
 """
 
@@ -24,6 +26,7 @@ import dataclasses
 import inspect
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -147,30 +150,59 @@ def extract_stimulus_features(
 
     ann = stim.annotations
     if ann and (annotation_text or annotation_columns):
+        from cinebrain.features.annotations import mark_per_run, per_run_events, run_key
         from cinebrain.io.annotations import read_annotations
 
-        path = study.resolve(ann.path)
-        reading = {
-            "onset": ann.onset, "offset": ann.offset, "duration": ann.duration, "unit": ann.unit,
-            # The TR only turns TRs into seconds.
-            "tr": float(study.tr) if ann.unit == "tr" else None,
-            "sheet": getattr(ann, "sheet", None),
-        }
-        columns = list(ann.text) + list(ann.categorical) + list(ann.numeric)
-        df = read_annotations(path, columns=columns, **reading)
+        reading = ann.reading(study.tr)
+        columns = list(ann.text) + list(ann.categorical)
+        numeric = list(ann.numeric)
+        ranges = None
+        # With a log, skipped rows are said there; without one, the reader warns.
+        quiet = {"warn": log is None}
+        if ann.path is not None:
+            path = study.resolve(ann.path)
+            files: list[Any] = [path]
+            df = read_annotations(path, columns=columns, numeric=numeric, **reading, **quiet)
+            skipped = int(df.attrs.get("skipped_rows", 0))
+            what = path.name
+        else:
+            # Each run's own events, on its own clock; rows in any order (no parts).
+            tables, files, skipped = {}, [], 0
+            for sub, subject in study.subjects.items():
+                for run in subject.runs:
+                    p = study.resolve(run.events)
+                    d = read_annotations(p, columns=columns, numeric=numeric,
+                                         **{**reading, "order": "any"}, **quiet)
+                    skipped += int(d.attrs.get("skipped_rows", 0))
+                    tables[run_key(sub, run.name)] = d
+                    files += [run_key(sub, run.name), p]
+            df, ranges = per_run_events(tables)
+            what = f"the events of {len(tables)} run(s)"
+
+        def per_run(res: dict[str, FeatureSpace]) -> dict[str, FeatureSpace]:
+            return res if ranges is None else {k: mark_per_run(v, ranges) for k, v in res.items()}
+
+        key_reading = {**reading, "numeric": numeric, "per_run": ranges is not None}
         if annotation_text:
             model = text_model_identity()
             for col in ann.text:
-                fs = cached(cache_dir, "annotation-text", [path, reading, col, model],
-                            lambda col=col: text_embeddings(df, col))
+                fs = cached(cache_dir, "annotation-text", [*files, key_reading, col, model],
+                            lambda col=col: per_run({col: text_embeddings(df, col)})[col])
                 tag(fs, f"annotations.{col}", "text")
         if annotation_columns and (ann.categorical or ann.numeric):
-            kinds = {"categorical": list(ann.categorical), "numeric": list(ann.numeric)}
-            res = cached_many(cache_dir, "annotation-columns", [path, reading, kinds],
-                              lambda: annotation_features(df, **kinds))
+            kinds = {"categorical": list(ann.categorical), "numeric": numeric,
+                     "separator": ann.separator}
+            res = cached_many(cache_dir, "annotation-columns", [*files, key_reading, kinds],
+                              lambda: per_run(annotation_features(df, **kinds)))
             for k, fs in res.items():
                 tag(fs, f"annotations.{k}", "annotations")
-        say(f"  annotation features from {path.name}")
+        if not (stim.video or stim.audio):
+            # Annotations alone: the stimulus may end before the scan does (rest).
+            for name, fs in spaces.items():
+                if name.startswith("annotations."):
+                    fs.meta.setdefault("coverage", "events")
+        say(f"  annotation features from {what}"
+            + (f" ({skipped} empty row(s) skipped)" if skipped else ""))
 
     if stim.transcript and transcript:
         from cinebrain.io.annotations import read_transcript
@@ -193,9 +225,10 @@ def extract_stimulus_features(
 
 
 def save_feature_spaces(spaces: dict[str, FeatureSpace], folder: str | os.PathLike) -> None:
-    """Write feature spaces to ``folder``: ``<name>.npz`` each and ``index.json``.
+    """Write feature spaces to ``folder``: one ``.npz`` each and ``index.json``.
 
-    The index (``name -> {"n_features", "n_samples", "band"}``) is removed first and
+    Each file is named by :func:`space_file_name` (the space's name made safe as a file
+    name, unique). The index (``name -> {"n_features", "n_samples", "band", "file"}``) is removed first and
     written last, each file atomically, so an interrupted save leaves a folder that
     :func:`load_feature_spaces` refuses rather than a mix of old and new spaces.
     ``band`` is ``meta["band"]``, else the part of the name before the first dot.
@@ -204,11 +237,31 @@ def save_feature_spaces(spaces: dict[str, FeatureSpace], folder: str | os.PathLi
     folder.mkdir(parents=True, exist_ok=True)
     (folder / INDEX_FILE).unlink(missing_ok=True)
     index = {}
+    taken: set[str] = set()
     for name, fs in spaces.items():
-        fs.save(folder / f"{name}.npz")
+        file = space_file_name(name, taken)
+        taken.add(file.casefold())
+        fs.save(folder / file)
         index[name] = {"n_features": fs.n_features, "n_samples": fs.n_samples,
-                       "band": fs.meta.get("band") or name.split(".")[0]}
+                       "band": fs.meta.get("band") or name.split(".")[0], "file": file}
     write_json(folder / INDEX_FILE, index)
+
+
+def space_file_name(name: str, taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """A file name (``.npz``) for feature space ``name``, safe on every file system.
+
+    Characters other than letters, digits, ``.``, ``-``, ``_`` and ``=`` (a ``/`` in an
+    annotation column's name, spaces, ``:``...) become ``_``; a name that then collides
+    with one in ``taken`` (compared case-blind, as macOS and Windows do) gets ``-2``,
+    ``-3``... The index written beside the files maps each space to its file.
+    """
+    stem = re.sub(r"[^A-Za-z0-9._=-]+", "_", str(name)).strip("._") or "space"
+    stem = stem[:150]
+    file, k = f"{stem}.npz", 1
+    while file.casefold() in taken or file == INDEX_FILE:
+        k += 1
+        file = f"{stem}-{k}.npz"
+    return file
 
 
 def load_feature_spaces(folder: str | os.PathLike) -> dict[str, FeatureSpace]:
@@ -233,8 +286,8 @@ def load_feature_spaces(folder: str | os.PathLike) -> dict[str, FeatureSpace]:
         raise InputError(index_path, "lists no feature spaces", "extract the features again")
     spaces = {}
     for name, info in index.items():
-        path = folder / f"{name}.npz"
-        if not path.is_file():
+        path = folder / str(info.get("file") or f"{name}.npz")
+        if path.parent != folder or not path.is_file():
             raise InputError(path, f"missing: the index lists feature space {name!r}", "extract the features again")
         fs = FeatureSpace.load(path)
         fs.meta["band"] = info["band"]
