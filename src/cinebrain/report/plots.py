@@ -76,6 +76,63 @@ def roi_bar_plot(
     return _png(fig, path)
 
 
+def _float(x) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def region_panels_plot(
+    rows: Sequence[Mapping], path: str | os.PathLike | None = None,
+    references: Sequence[str] = (), key: str = "roi", max_panels: int = 48,
+) -> bytes:
+    """One panel per region: a dot per subject, the median over subjects as a black line
+    and the median noise ceiling as a red dashed line, for the scores against each
+    subject's own responses and against every group reference.
+
+    Parameters
+    ----------
+    rows : rows of ``metrics/roi_summary.csv`` (strings or numbers): ``key``, ``subject``,
+        ``mean_r``, optionally ``ceiling``, and ``r_<reference>`` / ``ceiling_<reference>``
+        for each of ``references``.
+    references : group references besides the subject's own responses (e.g.
+        ``group_mean``); those without scores in the rows are left out.
+    max_panels : regions drawn at most (the first ones, in order of the rows).
+    """
+    regions = list(dict.fromkeys(str(row[key]) for row in rows))[:max_panels]
+    cols = [("mean_r", "ceiling", "own")] + [
+        (f"r_{ref}", f"ceiling_{ref}", ref.replace("_", " ").replace("leave one out", "LOO"))
+        for ref in references if any(row.get(f"r_{ref}") not in (None, "") for row in rows)]
+    ncol = min(len(regions), 6) or 1
+    nrow = max(1, -(-len(regions) // ncol))
+    fig = Figure(figsize=(0.9 + ncol * (0.55 * len(cols) + 0.9), 0.6 + 2.4 * nrow))
+    axes = []
+    for i, region in enumerate(regions):
+        ax = fig.add_subplot(nrow, ncol, i + 1, sharey=axes[0] if axes else None)
+        axes.append(ax)
+        mine = [row for row in rows if str(row[key]) == region]
+        for j, (score, ceiling, _) in enumerate(cols):
+            vals = np.array([_float(row.get(score)) for row in mine])
+            ok = np.isfinite(vals)
+            jitter = np.linspace(-0.15, 0.15, ok.sum()) if ok.sum() > 1 else np.zeros(ok.sum())
+            ax.plot(j + jitter, vals[ok], "o", color="#4c72b0", ms=4, alpha=0.75)
+            if ok.any():
+                ax.hlines(np.median(vals[ok]), j - 0.3, j + 0.3, color="k", lw=2)
+            ceil = np.array([_float(row.get(ceiling)) for row in mine])
+            if np.isfinite(ceil).any():
+                ax.hlines(np.median(ceil[np.isfinite(ceil)]), j - 0.35, j + 0.35,
+                          color="#c44e52", lw=1.5, ls="--")
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_xlim(-0.6, len(cols) - 0.4)
+        ax.set_xticks(range(len(cols)), [c[2] for c in cols],
+                      rotation=30 if len(cols) > 1 else 0, fontsize=8)
+        ax.set_title(region, fontsize=9)
+        if i % ncol == 0:
+            ax.set_ylabel("Pearson r (held out)")
+    return _png(fig, path)
+
+
 def r_vs_ceiling_plot(
     r: Mapping[str, np.ndarray],
     ceiling: Mapping[str, np.ndarray],

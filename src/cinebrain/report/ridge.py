@@ -16,8 +16,8 @@ and writes, into the report stage's folder::
     map("mean_<metric>")               and averaged over subjects (>= 2 subjects)
     map("<subject>_r_significant")     r where q <= fdr, else 0
     figure("<who>_<metric>_<kind>")    glass brains and slices (<who>: mean, or the only
-                                       subject); roi_bars, r_vs_ceiling, alpha_hist,
-                                       unique_bars, split_r2_bars
+                                       subject); roi_bars, regions_by_subject,
+                                       r_vs_ceiling, alpha_hist, unique_bars, split_r2_bars
 """
 
 from __future__ import annotations
@@ -217,6 +217,23 @@ def write_maps(run: RunLayout, out: RunLayout, *, subjects: Sequence[str], mask_
 
 
 # --------------------------------------------------------------------------- tables
+def references(inputs: ReportInputs) -> list[str]:
+    """The group references the evaluate stage scored against (``evaluate.reference``
+    besides ``subject``)."""
+    refs = inputs.summary.get("reference")
+    return [r for r in refs if isinstance(r, str) and r != "subject"] if isinstance(
+        refs, list) else []
+
+
+_REFERENCE_WORDS = {"group_mean": "the mean response of all subjects",
+                    "leave_one_out_mean": "the mean response of the other subjects"}
+
+
+def _ref_label(ref: str) -> str:
+    return {"group_mean": "group mean", "leave_one_out_mean": "leave-one-out mean"}.get(
+        ref, ref.replace("_", " "))
+
+
 def _ceiling_words(method: str | None) -> str:
     return {
         "subjects": "estimated from the other subjects' responses to the same stimulus",
@@ -254,6 +271,15 @@ def subject_table(inputs: ReportInputs) -> str:
                  "median noise ceiling: the r a perfect model could reach"
                  + (f", {ceiling}" if ceiling else ""), t.r),
     ]
+    for ref in references(inputs):
+        columns += [
+            t.Column(f"median_r_{ref}", f"Median r, {_ref_label(ref)}",
+                     f"the subject's prediction scored against {_REFERENCE_WORDS.get(ref, ref)} "
+                     "on the same held-out TRs", t.r),
+            t.Column(f"median_ceiling_{ref}", f"Ceiling, {_ref_label(ref)}",
+                     "noise ceiling of that target (Spearman-Brown of the intersubject "
+                     "correlation)", t.r),
+        ]
     return t.table(rows, columns, "Held-out prediction accuracy per subject.")
 
 
@@ -320,11 +346,14 @@ def roi_rows(inputs: ReportInputs) -> list[dict]:
             t.number(r.get("mean_r")) is not None]
 
 
-def roi_table(rows: list[dict]) -> str:
-    """Regions of interest, mean over subjects."""
+def roi_table(rows: list[dict], refs: Sequence[str] = ()) -> str:
+    """Regions of interest, mean over subjects (with the scores against every group
+    reference of ``refs``)."""
     if not rows:
         return ""
-    merged = t.mean_over(rows, "roi", ("mean_r", "median_r", "ceiling", "fraction_significant"),
+    ref_keys = tuple(k for ref in refs for k in (f"r_{ref}", f"ceiling_{ref}"))
+    merged = t.mean_over(rows, "roi", ("mean_r", "median_r", "mean_r2", "ceiling",
+                                       "fraction_significant", *ref_keys),
                          first=("n_voxels",))
     n_subjects = len({r.get("subject") for r in rows})
     columns = [
@@ -335,6 +364,15 @@ def roi_table(rows: list[dict]) -> str:
         t.Column("ceiling", "Median ceiling", "median noise ceiling", t.r),
         t.Column("fraction_significant", "Significant", "share of voxels significant", t.percent),
     ]
+    if any(r.get("mean_r2") not in (None, "") for r in rows):
+        columns.insert(4, t.Column("mean_r2", "Mean R2", "mean held-out R2 over the region", t.r))
+    for ref in refs:
+        columns += [
+            t.Column(f"r_{ref}", f"r, {_ref_label(ref)}",
+                     f"mean r against {_REFERENCE_WORDS.get(ref, ref)}", t.r),
+            t.Column(f"ceiling_{ref}", f"Ceiling, {_ref_label(ref)}",
+                     "noise ceiling of that target", t.r),
+        ]
     return t.table(merged, columns, "Regions of interest, mean over "
                    f"{n_subjects} subject{'s' if n_subjects != 1 else ''}.")
 
@@ -357,7 +395,7 @@ def ridge_sections(inputs: ReportInputs) -> list[Section]:
         subject_table(inputs),
         f"<p>{t.esc(significance_words(inputs))}</p>" if significance_words(inputs) else "",
         ground_truth_table(inputs),
-        roi_table(rois),
+        roi_table(rois, references(inputs)),
     ])
     if summary_body:
         sections.append(Section("Summary", summary_body))
@@ -413,9 +451,16 @@ def ridge_sections(inputs: ReportInputs) -> list[Section]:
 
     if rois:
         png = plot("roi_bars", plots.roi_bar_plot, rois)
+        refs = references(inputs)
+        panels = plot("regions_by_subject", plots.region_panels_plot, rois, references=refs)
+        against = ", ".join(_ref_label(r) for r in refs)
         sections.append(Section("Regions of interest", image(
             png, "Mean held-out r per region (bars: mean over subjects; dots: subjects; "
-            "red: median noise ceiling).")))
+            "red: median noise ceiling).") + image(
+            panels, "regions_by_subject: one panel per region; dots: subjects, black line: "
+            "median over subjects, red dashed: median noise ceiling; scored against each "
+            "subject's own responses (own)" + (f" and against the {against}" if refs else "")
+            + ".")))
     r_all, ceil_all = load_all("r"), load_all("ceiling")
     if r_all and ceil_all:
         png = plot("r_vs_ceiling", plots.r_vs_ceiling_plot, r_all, ceil_all)
