@@ -15,6 +15,12 @@ Event spaces are not checked: ``method="overlap"`` (uncovered time counts as zer
 definition) and irregular samples (words of a transcript), because silence after the last
 event is legitimate. ``meta["coverage"]`` overrides the guess: ``"full"`` (always check)
 or ``"events"`` (never check).
+
+Rest at the end
+---------------
+A study with annotations only (a sheet, or per-run events) knows no stimulus length: a
+run may go on in rest after its last event, and those TRs get zero features.
+:func:`stimulus_end` is then unbounded; a movie or soundtrack still bounds it.
 """
 
 from __future__ import annotations
@@ -152,3 +158,16 @@ def check_coverage(
         n_trs = min(run.n_trs, max(1, math.ceil((run.offset + s_end - start) / tr - 1e-9)))
         out.append(dataclasses.replace(run, n_trs=int(n_trs), segment=(start, float(s_end))))
     return out
+
+
+def stimulus_end(spaces: Mapping[str, FeatureSpace]) -> float:
+    """Stimulus second at which the stimulus ends, as far as its streams say.
+
+    The latest end of any stream (:func:`is_stream`: a movie's frames, its soundtrack):
+    a run whose segment runs past it asks for stimulus that does not exist. Event
+    spaces (annotations, per-run events, words) say nothing about where the stimulus
+    ends, since it may end in rest, so with no stream at all the end is unbounded
+    (``inf``) and a run may end in rest: its TRs after the last event get zero features.
+    """
+    ends = [fs.end for fs in spaces.values() if is_stream(fs)]
+    return max(ends) if ends else math.inf

@@ -24,6 +24,7 @@ import numpy as np
 from cinebrain.data.splits import run_index_from_lengths
 from cinebrain.data.study import RunTiming, load_responses, run_timings, study_mask
 from cinebrain.errors import InputError
+from cinebrain.features.annotations import space_for_run
 from cinebrain.features.base import FeatureSpace
 from cinebrain.io.study import Study
 from cinebrain.timing import convolve_hrf, delay, resample
@@ -61,7 +62,9 @@ def align_features(
     run_index = run_index_from_lengths(lengths)
     aligned = {}
     for name, fs in spaces.items():
-        per_run = [resample(fs, tr, r.n_trs, offset=r.offset, segment=r.segment) for r in runs]
+        # A per-run events space gives each run its own events (space_for_run).
+        per_run = [resample(space_for_run(fs, r.subject, r.name, r.segment[0], r.offset), tr,
+                            r.n_trs, offset=r.offset, segment=r.segment) for r in runs]
         X = np.concatenate(per_run, axis=0).astype(np.float32, copy=False)
         if delays:
             X = delay(X, delays=tuple(delays), run_lengths=lengths)

@@ -18,6 +18,7 @@ import numpy as np
 
 from cinebrain.data.study import RunTiming
 from cinebrain.errors import InputError
+from cinebrain.features.annotations import space_for_run
 from cinebrain.features.base import FeatureSpace
 from cinebrain.timing import resample
 
@@ -95,7 +96,8 @@ def stimulus_inputs(spaces: Mapping[str, FeatureSpace], timings: Sequence[RunTim
     for m, space in space_of.items():
         fs = input_space(spaces, m, space, shapes[m], video_channels=video_channels,
                          pixel_size=pixel_size)
-        per_run = [resample(fs, tr, t.n_trs, t.offset, tuple(t.segment)) for t in timings]
+        per_run = [resample(space_for_run(fs, t.subject, t.name, t.segment[0], t.offset), tr,
+                            t.n_trs, t.offset, tuple(t.segment)) for t in timings]
         out[m] = np.concatenate(per_run, axis=0).reshape(-1, *shapes[m]).astype(np.float32)
     return out
 

@@ -149,6 +149,16 @@ def run_volumes(study: Study, run: Run) -> int:
     return int(read_timeseries(study.resolve(run.responses), key=run.key).shape[0])
 
 
+def run_segment(study: Study, run: Run, n_trs: int) -> tuple[tuple[float, float], float]:
+    """A run's segment and scan offset. A run with its own events and no movie is on its
+    own clock: segment default the whole run ``[0, n_trs * tr)``, offset its start."""
+    movie = any(getattr(study.stimulus, k) for k in ("video", "audio", "transcript"))
+    if run.events is not None and not movie:
+        segment = tuple(run.segment) if run.segment is not None else (0.0, n_trs * float(study.tr))
+        return (float(segment[0]), float(segment[1])), float(segment[0])
+    return (float(run.segment[0]), float(run.segment[1])), float(run.offset)
+
+
 def run_timings(study: Study, subject: str, spaces: Mapping[str, FeatureSpace],
                 sources: Mapping[str, str] | None = None) -> list[RunTiming]:
     """Validated timing of every run of ``subject`` against the stimulus streams.
@@ -158,18 +168,20 @@ def run_timings(study: Study, subject: str, spaces: Mapping[str, FeatureSpace],
     audio file shorter than the movie, is an error unless ``length_policy: truncate``,
     which cuts the segment to what every stream covers).
     """
-    from cinebrain.data.coverage import check_coverage
+    from cinebrain.data.coverage import check_coverage, stimulus_end
 
     if not spaces:
         raise InputError(study.root, "no feature spaces", "extract features first")
-    duration = max(fs.end for fs in spaces.values())
+    duration = stimulus_end(spaces)  # unbounded for annotations alone (rest at the end)
     if sources is None:  # name the file a stream came from, where the extractor recorded it
         sources = {n: str(fs.meta["source"]) for n, fs in spaces.items() if fs.meta.get("source")}
     out = []
     for run in study.subjects[subject].runs:
+        n_trs = run_volumes(study, run)
+        segment, offset = run_segment(study, run, n_trs)
         out.append(check_run_timing(
-            str(_run_source(study, run)), subject, run.name, run_volumes(study, run), study.tr,
-            tuple(run.segment), run.offset, duration, study.length_policy,
+            str(_run_source(study, run)), subject, run.name, n_trs, study.tr,
+            segment, offset, duration, study.length_policy,
         ))
     return check_coverage(spaces, out, study.tr, policy=study.length_policy, sources=sources)
 

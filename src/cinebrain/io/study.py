@@ -185,7 +185,9 @@ class Run(BaseModel):
     """One scanning run: its responses and the stimulus segment it showed.
 
     Volume ``k`` covers scan time ``[k * tr, (k + 1) * tr)``; stimulus second ``s`` was
-    shown at scan time ``offset + (s - segment[0])``.
+    shown at scan time ``offset + (s - segment[0])``. A run with its own ``events`` in a
+    study without a movie is on its own clock: ``segment`` defaults to the whole run and
+    is read in scan seconds; its TRs after the last event (rest) get zero features.
     """
 
     model_config = _CONFIG
@@ -208,6 +210,15 @@ class Run(BaseModel):
         ge=0,
         allow_inf_nan=False,
         description="the scan time in seconds at which the segment started",
+    )
+    response_shift: float = Field(
+        0.0,
+        allow_inf_nan=False,
+        description="seconds by which these responses were already shifted earlier (e.g. by "
+        "their authors, for the haemodynamic lag): volume k was acquired shift seconds after "
+        "the time the study's grid gives it; either sign, default 0 (not shifted). The HRF "
+        "is applied from the acquisition time, so no stimulus is lost; FIR delays count TRs "
+        "on the responses' own clock and may be negative down to -shift / tr",
     )
     events: str | None = Field(
         None,
@@ -278,6 +289,18 @@ class Study(BaseModel):
     length_policy: Literal["error", "truncate"] = Field(
         "error", description="what to do when responses and stimulus differ in length"
     )
+    slice_time_ref: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="where within its TR a volume is sampled, as a fraction of the TR (as "
+        "nilearn states it): the HRF-convolved feature of volume k is taken at scan time "
+        "(k + slice_time_ref) * tr. Default 1 (the end of the TR) is cinebrain's behaviour "
+        "before this key existed; nilearn's default is 0 (the start); fMRIPrep's slice-timing "
+        "correction references the middle (0.5). Lowering it by f shortens the modelled "
+        "stimulus-to-volume lag by f * tr",
+    )
     stimulus: Stimulus = Field(default_factory=Stimulus, description="the stimulus files")
     mask: str | None = Field(
         None, description="a 3D NIfTI mask, or null to compute one from the data"
@@ -341,6 +364,12 @@ class Study(BaseModel):
                     raise ValueError(
                         f"{loc} has no segment but the study has a stimulus.{movie[0]}; give "
                         "segment: [start, end] in stimulus seconds"
+                    )
+                if not movie and run.offset != 0:
+                    raise ValueError(
+                        f"{loc} has events and offset {run.offset:g}, but its events are on its "
+                        "own scan clock already (onset 0 = the start of its first volume); "
+                        "remove offset (a segment, if given, is on the same clock)"
                     )
         return self
 
