@@ -100,7 +100,7 @@ def _save_nifti(img, path) -> None:
 # --------------------------------------------------------------------------- features
 def features(config: RunConfig, log: Log = _print) -> dict:
     """Extract the study's feature spaces, check every run against them, fix the mask."""
-    from cinebrain.data.study import run_timings, run_volumes, study_mask
+    from cinebrain.data.study import response_names, run_timings, run_volumes, study_mask
     from cinebrain.features.stimulus import extract_stimulus_features, save_feature_spaces
 
     run = RunFolder(config.out)
@@ -110,6 +110,7 @@ def features(config: RunConfig, log: Log = _print) -> dict:
     for s in subjects:  # every run's responses (headers, TR) before the stimulus is read
         for r in study.subjects[s].runs:
             run_volumes(study, r)
+    response_names(study, subjects)  # ROI names agree across runs and subjects
     t0 = time.perf_counter()
     new_cache = not run.cache_dir.exists()
     try:
@@ -234,6 +235,11 @@ def regions_of(config: RunConfig, study, mask_img) -> tuple[np.ndarray | None, t
     from cinebrain.evaluate import roi_labels
 
     if mask_img is None:
+        if config.evaluate.rois:
+            raise InputError(config.evaluate.rois, "evaluate.rois is a label image, but the "
+                             "study's responses are ROI / array time series (no voxel mask)",
+                             "drop evaluate.rois: ROI time series name their regions in the "
+                             "file (CSV header, <key>_names, or an HDF5 'names' attribute)")
         return None, None
     inside = np.asarray(mask_img.dataobj).astype(bool)
     truth = truth_modality_file(study.root)
@@ -264,7 +270,6 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
         describe_significance_test,
         ground_truth_recovery,
         ground_truth_summary,
-        label_regions,
         noise_ceiling,
         normalised_score,
         pearson_r,
@@ -274,6 +279,8 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
         split_r2,
         variance_partitioning,
     )
+
+    from cinebrain.evaluate.regions import region_group_table
 
     run = RunFolder(config.out)
     fit_m = run.require("fit")
@@ -292,10 +299,14 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
             "repeats need a segment shown twice; subjects need >= 2 subjects with the same "
             "test runs; or set evaluate.ceiling: none") from None
     modality, rois = regions_of(config, study, mask_img)
-    summary: dict = {"cinebrain": __version__, "ceiling_method": method, "subjects": {}}
+    regions = _named_regions(config, study, subjects, true, rois, mask_img)
+    group = _group_references(config, run, subjects, true)
+    summary: dict = {"cinebrain": __version__, "ceiling_method": method,
+                     "reference": list(ev.reference), "subjects": {}}
     roi_rows: list[dict] = []
     truth_rows: list[dict] = []
     separate_any = False
+    run_tests: set[str] = set()
     hash_ = section_hash(config, "study", "features", "subjects", "alignment", "model", "split",
                          "evaluate")
     with run.stage("evaluate", depends=["features", "fit"], config_hash=hash_,
@@ -313,6 +324,7 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
             save_npy(st.metric(s, "alpha"), np.load(run.model(s, "alpha")))
             sig = None
             separate = False
+            tested = "pooled"
             if ev.n_permutations:
                 res = significance_test(Y, P, run_lengths, tr=study.tr, null=ev.null,
                                         n_permutations=ev.n_permutations, block_s=ev.block_s,
@@ -320,6 +332,8 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
                                         fdr=ev.fdr)
                 sig, separate = res.significant, res.separate
                 separate_any = separate_any or separate
+                run_tests.add(res.runs)
+                tested = res.runs
                 save_npy(st.metric(s, "p"), res.p.astype(np.float32))
                 save_npy(st.metric(s, "q_fdr"), res.q.astype(np.float32))
             ceiling = ceilings.get(s)
@@ -349,9 +363,23 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
                 "n_significant": int(sig.sum()) if sig is not None else None,
                 "median_ceiling": float(np.median(ceiling)) if ceiling is not None else None,
             }
-            if rois is not None:
-                roi_rows += region_table(r, label_regions(*rois), ceiling=ceiling,
-                                         significant=sig, subject=s)
+            scores = {}
+            for ref, g in group.items():
+                k = subjects.index(s)
+                for name in ("r", "r2"):
+                    save_npy(st.metric(s, f"{name}_{ref}"), g[name][k].astype(np.float32))
+                save_npy(st.metric(s, f"ceiling_{ref}"), g["ceiling"].astype(np.float32))
+                scores.update({f"r_{ref}": g["r"][k], f"r2_{ref}": g["r2"][k],
+                               f"ceiling_{ref}": g["ceiling"]})
+                summary["subjects"][s].update({
+                    f"median_r_{ref}": float(np.median(g["r"][k])),
+                    f"median_ceiling_{ref}": float(np.median(g["ceiling"]))})
+            if regions is not None:
+                p_saved = (np.load(st.metric(s, "p")) if st.metric(s, "p").is_file()
+                           else None)
+                roi_rows += region_table(r, regions, ceiling=ceiling, significant=sig,
+                                         subject=s, r2=r2_score(Y, P), p=p_saved,
+                                         scores=scores)
             if modality is not None and modality.shape == r.shape:
                 truth_rows += ground_truth_recovery(modality, r, significant=sig,
                                                     ceiling=ceiling, best_band=best,
@@ -359,12 +387,25 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
             n_sig = int(sig.sum()) if sig is not None else 0
             log(f"  {s}: median r {np.median(r):.3f}, max r {np.max(r):.3f}, "
                 f"{n_sig} of {r.size} targets significant ({ev.null} null"
-                f"{', runs tested separately' if separate else ''}, FDR {ev.fdr:g})")
+                f"{', runs tested separately' if separate else ''}"
+                f"{', leave-one-run-out null' if tested == 'loro_pooled' else ''}"
+                f", FDR {ev.fdr:g})")
         if roi_rows:
             write_text(st.roi_summary, _csv(roi_rows))
             summary["rois"] = roi_rows
+            summary["rois_group"] = region_group_table(roi_rows)
+            _log_regions(summary["rois_group"], list(group), log)
+        if group:
+            summary["group"] = {ref: {
+                "n_subjects": len(subjects),
+                "median_r": float(np.median([np.median(r) for r in g["r"]])),
+                "median_ceiling": float(np.median(g["ceiling"])),
+            } for ref, g in group.items()}
+            summary["group"]["leave_one_out_isc_median"] = float(np.median(
+                next(iter(group.values()))["isc"]))
         summary["significance_test"] = describe_significance_test(
-            ev.null, ev.n_permutations, ev.block_s, ev.fdr, separate_any)
+            ev.null, ev.n_permutations, ev.block_s, ev.fdr, separate_any,
+            runs=next((t for t in ("loro_pooled", "separate") if t in run_tests), None))
         if truth_rows:
             write_json(st.ground_truth, truth_rows)
             table = ground_truth_summary(truth_rows)
@@ -374,6 +415,89 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
         save_config(config, st.config)
         st.info = {"subjects": subjects}
     return summary
+
+
+def _named_regions(config: RunConfig, study, subjects: list[str], true: dict, rois,
+                   mask_img) -> dict | None:
+    """The regions results are tabulated by: the atlas labels of ``evaluate.rois`` on a
+    voxel mask, or, for ROI / array responses that name their columns, one region per
+    column. None when neither."""
+    from cinebrain.data.study import response_names
+    from cinebrain.evaluate import label_regions
+    from cinebrain.evaluate.regions import target_regions
+
+    if rois is not None:
+        return label_regions(*rois)
+    if mask_img is not None:
+        return None
+    names = response_names(study, subjects)
+    if names is None:
+        return None
+    for s in subjects:
+        if true[s].shape[1] != len(names):
+            raise InputError(config.study, f"{s}'s responses have {true[s].shape[1]} columns "
+                             f"but {len(names)} names", "give one name per column")
+    return target_regions(names)
+
+
+def _group_references(config: RunConfig, run: RunFolder, subjects: list[str], true: dict
+                      ) -> dict[str, dict]:
+    """Scores against every group reference of ``evaluate.reference`` (not ``subject``):
+    ``{reference: {"r", "r2": (n_subjects, n_targets), "ceiling": (n_targets,),
+    "isc": (n_subjects, n_targets)}}`` (:mod:`cinebrain.evaluate.group`)."""
+    from cinebrain.data.splits import lengths_from_run_index
+    from cinebrain.evaluate.group import (
+        check_shared_runs,
+        group_ceiling,
+        group_scores,
+        leave_one_out_isc,
+    )
+
+    refs = [r for r in config.evaluate.reference if r != "subject"]
+    if not refs:
+        return {}
+    where = f"evaluate.reference: {refs[0]}"
+    if len(subjects) < 2:
+        raise InputError(where, f"scoring against the group needs 2 or more subjects, the run "
+                         f"has {len(subjects)}", "add subjects, or set evaluate.reference: subject")
+    held_out = {}
+    for s in subjects:
+        names = json.loads(run.bands(s).read_text())["test_runs"]
+        lengths = lengths_from_run_index(np.load(run.prediction(s, "test_run_index")))
+        held_out[s] = list(zip(names, [int(n) for n in lengths], strict=False))
+    try:
+        check_shared_runs(held_out)
+    except ValueError as e:
+        raise InputError(where, f"the subjects did not see the same held-out stimulus ({e})",
+                         "give every subject the same runs (names and lengths), or set "
+                         "evaluate.reference: subject") from None
+    if len({true[s].shape for s in subjects}) > 1:
+        shapes = ", ".join(f"{s} {true[s].shape[1]}" for s in subjects)
+        raise InputError(where, f"the subjects have different numbers of targets ({shapes})",
+                         "use responses in a common space (same voxels / ROIs), or set "
+                         "evaluate.reference: subject")
+    Y = np.stack([np.asarray(true[s], np.float64) for s in subjects])
+    P = np.stack([np.load(run.prediction(s, "test_pred")).astype(np.float64) for s in subjects])
+    isc = leave_one_out_isc(Y)
+    out = {}
+    for ref in refs:
+        r, r2 = group_scores(Y, P, ref)
+        out[ref] = {"r": r, "r2": r2, "ceiling": group_ceiling(Y, ref), "isc": isc}
+    return out
+
+
+def _log_regions(table: list[dict], refs: list[str], log: Log) -> None:
+    log("  regions (median over subjects):")
+    head = "".join(f" {'r ' + ref:>24} {'ceiling':>8}" for ref in refs)
+    log(f"    {'region':<16} {'r':>7} {'ceiling':>8}{head}")
+
+    def f(row: dict, key: str, width: int) -> str:
+        return f"{row[key]:>{width}.3f}" if row.get(key) is not None else f"{'-':>{width}}"
+
+    for row in table:
+        refs_ = "".join(f" {f(row, f'r_{ref}', 24)} {f(row, f'ceiling_{ref}', 8)}"
+                        for ref in refs)
+        log(f"    {str(row['roi'])[:16]:<16} {f(row, 'mean_r', 7)} {f(row, 'ceiling', 8)}{refs_}")
 
 
 def _csv(rows: list[dict]) -> str:
