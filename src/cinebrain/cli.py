@@ -188,6 +188,26 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study_from_bids(args: argparse.Namespace) -> int:
+    import shlex
+
+    from cinebrain.data.confounds import parse_strategy, study_from_bids
+    from cinebrain.io.bids import scan_bids
+
+    strategy = parse_strategy(args.strategy)  # a name nilearn refuses fails before any reading
+    dataset = scan_bids(args.dir, task=args.task, space=args.space,
+                        derivatives=args.derivatives, subjects=args.subjects)
+    words = [args.dir, "--space", args.space, "--strategy", args.strategy, "--out", args.out]
+    words += ["--task", dataset.task] + (["--derivatives", args.derivatives]
+                                         if args.derivatives else [])
+    words += ["--subjects", *args.subjects] if args.subjects else []
+    command = "cinebrain study from-bids " + " ".join(shlex.quote(str(w)) for w in words)
+    path = study_from_bids(dataset, args.out, strategy, command=command,
+                           progress=not args.quiet)
+    print(path)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from cinebrain.demo import run_demo
 
@@ -234,6 +254,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("study", help="write a study file from a dataset (study from-bids DIR)")
+    study_sub = p.add_subparsers(dest="study_command", required=True, metavar="SOURCE")
+    p = study_sub.add_parser(
+        "from-bids", help="a BIDS dataset with fMRIPrep derivatives: confounds regressed from "
+        "the preprocessed BOLD (nilearn), one brain mask, events.tsv as annotations")
+    p.add_argument("dir", help="the BIDS dataset's root folder")
+    p.add_argument("--task", help="task to read (default: the only one)")
+    p.add_argument("--space", default="MNI152NLin2009cAsym",
+                   help="fMRIPrep output space (default MNI152NLin2009cAsym)")
+    p.add_argument("--derivatives", help="fMRIPrep folder (default DIR/derivatives/fmriprep)")
+    p.add_argument("--strategy", default="simple",
+                   help="nilearn confound strategy: a preset of load_confounds_strategy "
+                   "(simple, scrubbing, compcor, ica_aroma) or load_confounds components "
+                   "separated by commas, e.g. motion,wm_csf,high_pass (default simple)")
+    p.add_argument("--subjects", nargs="*", help="subject labels (01 or sub-01; default: all)")
+    p.add_argument("--out", default="study.yaml",
+                   help="study file to write; cleaned BOLD and the mask go beside it "
+                   "(default study.yaml)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_cmd_study_from_bids)
 
     for name, help_ in [
         ("features", "extract feature spaces from the study's stimulus"),

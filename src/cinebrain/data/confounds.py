@@ -217,18 +217,20 @@ def study_from_bids(
     the regressors and the censored volumes), ``mask_space-<space>_desc-brain_mask.nii.gz``
     (the intersection of every run's fMRIPrep brain mask), and the study.
 
-    Timing rule: each subject's runs show consecutive parts of the stimulus, in scan
-    order. A run whose events have a row naming the stimulus file in ``stim_file`` shows it
-    from that row's onset (the run's ``offset``) for its duration (n/a: to the end of the
-    scan); any other run shows it for its whole scan from its first volume. With no
-    stimulus file the same rule places each run's scan on one study timeline
+    Timing rule: each run keeps all its volumes. A study with a stimulus file: each
+    subject's runs show consecutive parts of it, in scan order; a run whose events have a
+    row naming the file in ``stim_file`` shows it from that row's onset (the run's
+    ``offset``) for its duration (n/a: to the end of the scan), any other run for its whole
+    scan from its first volume. Without a stimulus file, runs with events have no segment
+    (the whole run, on its own clock); runs without events get one study timeline
     (``segment: [start, start + n_volumes * tr]``, ``offset: 0``).
 
-    Events: when the study schema has per-run events (``Run.events``) each run points at
-    its own ``events.tsv`` (its scan clock); otherwise the runs' events are shifted onto the
-    study timeline and written as one ``events.tsv`` beside the study, which needs every
-    subject's run of the same name to have the same events. ``trial_type`` is read as a
-    categorical column.
+    Events: each run points at its own ``events.tsv`` (``Run.events``, its scan clock);
+    ``stimulus.annotations`` has no path, ``onset``/``duration`` and ``trial_type`` as a
+    categorical column (when every table has it). If any run has events every run must.
+
+    ``slice_time_ref`` is set from the preprocessed sidecars when fMRIPrep says it
+    corrected slice timing (see :func:`cinebrain.io.bids.scan_bids`).
 
     Returns
     -------
@@ -249,6 +251,14 @@ def study_from_bids(
             events[(r.subject, r.name)] = read_events(r.events, r.n_volumes * tr)
         except InputError as e:
             problems.append(str(e))
+    with_events = [r for r in dataset.runs if r.events is not None]
+    if with_events:
+        for r in dataset.runs:
+            if r.events is None:
+                problems.append(
+                    f"{r.raw_bold.with_name(r.raw_bold.name.split('_bold.nii')[0] + '_events.tsv')}"
+                    f": not found, but {with_events[0].events.name} exists; give every run its "
+                    "events.tsv (onset, duration, trial_type)")
     if problems:
         raise problems_error(problems)
     # the first run's nilearn call checks the strategy against a real table before any work
@@ -270,10 +280,8 @@ def study_from_bids(
     with atomic_path(mask_path) as tmp:
         nib.save(mask_img, tmp)
 
-    has_events_field = "events" in Run.model_fields
     stim_name = stim.name if stim is not None else None
     subjects: dict[str, Subject] = {}
-    shifted: dict[str, pd.DataFrame] = {}
     for sub in dataset.subjects:
         runs = dataset.subject_runs(sub)
         sub_events = {r.name: events[(sub, r.name)] for r in runs}
@@ -302,23 +310,11 @@ def study_from_bids(
                 "CensoredVolumes": censored,
                 "SliceTiming": r.slice_timing,
             })
-            fields = dict(name=r.name, bold=_rel(dest, out_dir), segment=segment,
-                          offset=offset)
-            df = sub_events[r.name]
-            if has_events_field and r.events is not None:
+            fields: dict = dict(name=r.name, bold=_rel(dest, out_dir))
+            if stim is not None or r.events is None:
+                fields.update(segment=segment, offset=offset)
+            if r.events is not None:
                 fields["events"] = _rel(r.events, out_dir)
-            elif df is not None:
-                moved = df.copy()
-                moved["onset"] = moved["onset"] - offset + segment[0]
-                previous = shifted.get(r.name)
-                if previous is not None and not (
-                    previous.reset_index(drop=True).equals(moved.reset_index(drop=True))
-                ):
-                    raise InputError(
-                        r.events, f"the events of {r.name} differ from another subject's",
-                        "this study schema has one annotation table for every subject: "
-                        "give every subject the same events per run")
-                shifted[r.name] = moved
             study_runs.append(Run(**fields))
         subjects[sub] = Subject(runs=study_runs)
 
@@ -326,14 +322,7 @@ def study_from_bids(
     annotations = None
     if all_events:
         categorical = ["trial_type"] if all("trial_type" in d.columns for d in all_events) else []
-        spec = dict(onset="onset", duration="duration", categorical=categorical)
-        if has_events_field:
-            annotations = Annotations(path=None, **spec)
-        else:
-            table = pd.concat(list(shifted.values()), ignore_index=True)
-            table_path = out_dir / "events.tsv"
-            write_text(table_path, table.to_csv(sep="\t", index=False, na_rep="n/a"))
-            annotations = Annotations(path=_rel(table_path, out_dir), **spec)
+        annotations = Annotations(onset="onset", duration="duration", categorical=categorical)
     stimulus = Stimulus(
         video=_rel(stim, out_dir) if stim is not None and stim.suffix.lower() in VIDEO_EXTS
         else None,
@@ -341,8 +330,16 @@ def study_from_bids(
         else None,
         annotations=annotations,
     )
+    refs = {r.slice_time_ref for r in dataset.runs}
+    extra = {}
+    if refs != {None}:
+        if len(refs) > 1:
+            raise InputError(dataset.derivatives, "runs differ in slice-timing correction "
+                             f"(volume times {sorted(refs, key=str)} of the TR)",
+                             "convert runs preprocessed alike (--subjects)")
+        extra["slice_time_ref"] = refs.pop()
     study = Study(name=f"{dataset.root.absolute().name}_task-{dataset.task}", tr=tr,
-                  stimulus=stimulus, mask=_rel(mask_path, out_dir), subjects=subjects)
+                  stimulus=stimulus, mask=_rel(mask_path, out_dir), subjects=subjects, **extra)
     study.root = out_dir
     write_study(study, out)
     import nilearn
@@ -356,7 +353,11 @@ def study_from_bids(
         "filter; censored volumes as spike regressors; voxel means kept)",
         f"#   nilearn {nilearn.__version__}; per-run regressors in cleaned/sub-*/*.json",
         "# mask: intersection of every run's fMRIPrep brain mask",
-        "# segments: each subject's runs show consecutive parts of the stimulus in scan order",
+        "# segments: " + ("each subject's runs show consecutive parts of the stimulus in scan "
+                          "order" if stim is not None else "none where a run has events (the "
+                          "whole run, each run's events on its own clock)"),
+        "# slice_time_ref: " + ("from the preprocessed sidecars (StartTime / TR)" if extra
+                                else "default (no sidecar says SliceTimingCorrected: true)"),
     ]
     write_text(out, "\n".join(header) + "\n" + out.read_text())
     return out

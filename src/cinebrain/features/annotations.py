@@ -124,7 +124,12 @@ def per_run_events(tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[
     for k, df in tables.items():
         ranges[k] = [at, at + len(df)]
         at += len(df)
-    stacked = pd.concat(list(tables.values()), ignore_index=True) if tables else pd.DataFrame()
+    # without attrs: pandas compares the tables' attrs (arrays of sheet rows, one length per
+    # run) when it concatenates, and fails when the runs have different numbers of events
+    parts = [df.copy(deep=False) for df in tables.values()]
+    for part in parts:
+        part.attrs = {}
+    stacked = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     return stacked, ranges
 
 

@@ -12,6 +12,9 @@ The repetition time comes from the ``RepetitionTime`` of the run's sidecar, with
 inheritance (``task-<task>_bold.json`` at the top, then the subject's, then the run's own),
 else from the preprocessed BOLD's sidecar; every run must have the same TR.
 
+A run whose preprocessed sidecar says ``SliceTimingCorrected: true`` has its volumes
+sampled at ``StartTime / RepetitionTime`` of the TR (fMRIPrep: the middle, 0.5).
+
 The stimulus (:func:`find_stimulus`) is the file the events' ``stim_file`` column names in
 ``stimuli/`` (the same file in every run), else the single movie or sound file there.
 """
@@ -51,6 +54,10 @@ class BidsRun:
     tr: float
     n_volumes: int
     slice_timing: list[float] | None = None
+    #: where in its TR a volume is sampled (fraction of the TR) after fMRIPrep's slice-timing
+    #: correction (the preprocessed sidecar's StartTime / TR, 0.5 when it gives none); None
+    #: when the sidecar does not say the correction was applied
+    slice_time_ref: float | None = None
     name: str = ""  # the run's name in the study (set by scan_bids)
 
 
@@ -237,6 +244,17 @@ def scan_bids(
                             f"(got {tr!r}); add \"RepetitionTime\": <seconds> to the sidecar")
             tr = None
         timing = meta.get("SliceTiming")
+        ref = None
+        if preproc is not None:
+            side = preproc.with_name(preproc.name.split(".nii")[0] + ".json")
+            pmeta = _read_json(side, problems) if side.is_file() else {}
+            if pmeta.get("SliceTimingCorrected") is True and isinstance(tr, (int, float)):
+                start = pmeta.get("StartTime")
+                ref = float(start) / float(tr) if isinstance(start, (int, float)) else 0.5
+                if not 0 <= ref <= 1:
+                    problems.append(f"{side}: StartTime {start} s is outside the TR "
+                                    f"({tr} s); correct the sidecar")
+                    ref = None
         if preproc is None or mask is None or confounds is None or tr is None:
             continue
         try:
@@ -261,6 +279,7 @@ def scan_bids(
             subject=f"sub-{ent['sub']}", entities=ent, raw_bold=raw, preproc=preproc,
             mask=mask, confounds=confounds, events=events, tr=float(tr), n_volumes=n_vols,
             slice_timing=list(timing) if isinstance(timing, list) else None,
+            slice_time_ref=ref,
         ))
     trs = sorted({r.tr for r in runs})
     if len(trs) > 1:
