@@ -354,8 +354,8 @@ def read_annotations(
             end = (end - base + (1 if inclusive else 0)) * float(tr)  # type: ignore[arg-type]
         else:
             end = start + dur * float(tr)  # type: ignore[arg-type]
-        if base == 0:
-            hint = f" (if the sheet's first TR is 1, set {key}.tr_base: 1)"
+        hint = (f" (if the sheet's first TR is 1, set {key}.tr_base: 1)" if base == 0 else
+                f" (with {key}.tr_base: 1 the first TR is 1; set tr_base: 0 if the sheet counts from 0)")
     elif offset is None:
         end = start + dur
     # Onsets that go backwards: times restarting for a new part, unless declared.
