@@ -110,7 +110,12 @@ class EvaluateConfig(Section):
         "scores are always reported, the group references beside them with their ceiling",
     )
     rois: str | None = Field(None, description="label NIfTI in the mask's space")
-    roi_labels: dict[int, str] | None = Field(None, description="label value -> ROI name")
+    roi_labels: dict[int, str] | list[str] | str | None = Field(
+        None, description="names of the label values of evaluate.rois: a mapping value -> "
+        "name, a list naming values 0, 1, 2, ... in order (nilearn's atlas labels; 0, the "
+        "background, is ignored), or a TSV/CSV lookup table with columns index and name "
+        "(nilearn's format) or one name per line",
+    )
 
     @model_validator(mode="after")
     def _applied(self):
