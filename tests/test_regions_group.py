@@ -22,8 +22,13 @@ from cinebrain.evaluate.group import (
     leave_one_out_isc,
     reference_responses,
 )
-from cinebrain.evaluate.regions import region_group_table, region_table, target_regions
-from cinebrain.io.arrays import read_target_names, read_timeseries
+from cinebrain.evaluate.regions import (
+    label_names,
+    region_group_table,
+    region_table,
+    target_regions,
+)
+from cinebrain.io.arrays import read_label_names, read_target_names, read_timeseries
 from cinebrain.pipelines.runfolder import RunFolder
 
 NAMES = ["auditory", "visual", "PMC"]
@@ -146,6 +151,18 @@ def test_names_in_every_format(tmp_path):
         read_target_names(tmp_path / "short.npz")
 
 
+def test_atlas_label_names_nilearn_style(tmp_path):
+    assert label_names(["Background", "V1", "A1"]) == {1: "V1", 2: "A1"}
+    assert label_names({"3": "PMC"}) == {3: "PMC"}
+    (tmp_path / "lut.tsv").write_text("index\tname\n0\tBackground\n1\tV1\n4\t A1 \n")
+    assert read_label_names(tmp_path / "lut.tsv") == {1: "V1", 4: "A1"}
+    (tmp_path / "labels.txt").write_text("Background\nV1\nA1\n")
+    assert read_label_names(tmp_path / "labels.txt") == {1: "V1", 2: "A1"}
+    (tmp_path / "bad.tsv").write_text("index\tname\n1\tV1\n1\tA1\n")
+    with pytest.raises(InputError, match="row 3: index 1 is listed twice"):
+        read_label_names(tmp_path / "bad.tsv")
+
+
 # --------------------------------------------------------------------------- end to end
 TR = 1.5
 N_TRS = 48
@@ -208,7 +225,7 @@ def test_roi_study_end_to_end_with_names_and_group_scores(tmp_path, capsys):
     assert {r["subject"] for r in rows} == {"sub-01", "sub-02", "sub-03"}
     for key in ("mean_r", "mean_r2", "ceiling", "p", "significant", "r_group_mean",
                 "r2_group_mean", "ceiling_group_mean", "r_leave_one_out_mean",
-                "ceiling_leave_one_out_mean"):
+                "ceiling_leave_one_out_mean", "leave_one_out_isc"):
         assert all(key in r for r in rows), key
     # The CSV holds the same rows, one per subject x region.
     with open(folder.roi_summary, newline="") as f:
@@ -225,6 +242,7 @@ def test_roi_study_end_to_end_with_names_and_group_scores(tmp_path, capsys):
             others = np.delete(Y, k, axis=0).mean(0)[:, v]
             assert row["r_leave_one_out_mean"] == pytest.approx(_corr(others, P[k, :, v]), abs=1e-4)
             assert row["mean_r"] == pytest.approx(_corr(Y[k, :, v], P[k, :, v]), abs=1e-4)
+            assert row["leave_one_out_isc"] == pytest.approx(_corr(Y[k, :, v], others), abs=1e-4)
     group = {r["roi"]: r for r in summary["rois_group"]}
     assert group["auditory"]["n_subjects"] == 3
     assert group["auditory"]["r_group_mean"] > group["auditory"]["mean_r"]

@@ -53,6 +53,17 @@ def roi_labels(label_img, mask_img, names: Mapping[int, str] | None = None
     return labels, out
 
 
+def label_names(names: Mapping[int, str] | Sequence[str] | None) -> dict[int, str]:
+    """``{value: name}`` from a mapping, or from a list naming label values 0, 1, 2, ...
+    in order, as nilearn's atlas fetchers return them (the name of 0, the background, is
+    dropped)."""
+    if names is None:
+        return {}
+    if isinstance(names, Mapping):
+        return {int(k): str(v) for k, v in names.items()}
+    return {i: str(n) for i, n in enumerate(names) if i != 0}
+
+
 def label_regions(labels: np.ndarray, names: Mapping[int, str]) -> dict[str, np.ndarray]:
     """``{name: (n_voxels,) bool}`` per label value, in order of value (empty ones kept).
 

@@ -418,3 +418,47 @@ def read_target_names(path: str | os.PathLike, key: str | None = None) -> list[s
         raise InputError(path, f"cannot read its target names ({type(e).__name__}: "
                          f"{' '.join(str(e).split())})", "re-export the file") from None
     return None
+
+
+def read_label_names(path: str | os.PathLike) -> dict[int, str]:
+    """Names of an atlas's label values from a lookup table.
+
+    A TSV / CSV with columns ``index`` and ``name`` (nilearn's lookup-table format;
+    ``value`` / ``label`` also accepted), or a text file of one name per line, line ``i``
+    (from 0) naming value ``i`` (value 0, the background, is dropped).
+
+    Raises
+    ------
+    InputError
+        Missing file, non-integer indices, repeated indices.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "label table not found", "check evaluate.roi_labels")
+    sep = "," if path.suffix.lower() == ".csv" else "\t"
+    try:
+        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, header=None)
+    except Exception as e:
+        raise InputError(path, f"cannot be read as a table ({' '.join(str(e).split())})",
+                         "save columns index and name, one row per label") from None
+    head = [str(c).strip().lower() for c in df.iloc[0]] if len(df) else []
+    idx = next((head.index(c) for c in ("index", "value") if c in head), None)
+    name = next((head.index(c) for c in ("name", "label") if c in head), None)
+    if idx is None or name is None:
+        if df.shape[1] != 1:
+            raise InputError(path, "has no columns 'index' and 'name'",
+                             "add the header row index<TAB>name, or give one name per line")
+        return {i: n.strip() for i, n in enumerate(df.iloc[:, 0]) if i != 0}
+    out: dict[int, str] = {}
+    for row, (i, n) in enumerate(zip(df.iloc[1:, idx], df.iloc[1:, name], strict=True), start=2):
+        try:
+            value = int(float(i))
+        except ValueError:
+            raise InputError(path, f"row {row}: index {i!r} is not an integer",
+                             "give every label an integer index") from None
+        if value in out:
+            raise InputError(path, f"row {row}: index {value} is listed twice",
+                             "give every label value one row")
+        if value != 0:
+            out[value] = n.strip()
+    return out

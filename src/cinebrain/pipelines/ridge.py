@@ -233,6 +233,7 @@ def regions_of(config: RunConfig, study, mask_img) -> tuple[np.ndarray | None, t
 
     from cinebrain.data.simulate import truth_modality_file
     from cinebrain.evaluate import roi_labels
+    from cinebrain.evaluate.regions import label_names
 
     if mask_img is None:
         if config.evaluate.rois:
@@ -258,7 +259,18 @@ def regions_of(config: RunConfig, study, mask_img) -> tuple[np.ndarray | None, t
         except (OSError, ValueError, nib.filebasedimages.ImageFileError):
             load_mask(path, like=mask_img)  # raises the reader's one-line error
             raise InputError(path, "not a label image", "fix evaluate.rois") from None
-        rois = roi_labels(label_img, mask_img, config.evaluate.roi_labels)
+        names = config.evaluate.roi_labels
+        if isinstance(names, str) and names.lstrip()[:1] in ("{", "["):  # JSON (a flag)
+            try:
+                names = json.loads(names)
+            except ValueError:
+                raise InputError("evaluate.roi_labels", f"not valid JSON: {names!r}",
+                                 'give e.g. {"1": "V1"} or ["background", "V1"]') from None
+        if isinstance(names, str):
+            from cinebrain.io.arrays import read_label_names
+
+            names = read_label_names(names)
+        rois = roi_labels(label_img, mask_img, label_names(names))
     return modality, rois
 
 
@@ -374,6 +386,8 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
                 summary["subjects"][s].update({
                     f"median_r_{ref}": float(np.median(g["r"][k])),
                     f"median_ceiling_{ref}": float(np.median(g["ceiling"]))})
+            if group:  # how well the other subjects' mean predicts this one (model-free)
+                scores["leave_one_out_isc"] = next(iter(group.values()))["isc"][subjects.index(s)]
             if regions is not None:
                 p_saved = (np.load(st.metric(s, "p")) if st.metric(s, "p").is_file()
                            else None)
