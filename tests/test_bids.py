@@ -26,7 +26,7 @@ from cinebrain.data.confounds import (
 )
 from cinebrain.errors import InputError
 from cinebrain.io.bids import scan_bids
-from cinebrain.io.study import load_study
+from cinebrain.io.study import Study, load_study
 
 TR = 2.0
 N_VOLS = 100
@@ -53,7 +53,8 @@ def _events(run: int) -> pd.DataFrame:
 
 
 def _confounds(rng: np.random.Generator) -> pd.DataFrame:
-    """The columns nilearn's `simple` strategy reads (motion full, wm_csf basic, cosines)."""
+    """The columns nilearn's `simple` and `scrubbing` strategies read (motion and wm_csf
+    full, cosines, framewise displacement, standardised DVARS), as fMRIPrep writes them."""
     cols: dict[str, np.ndarray] = {}
     for name in MOTION:
         base = np.cumsum(rng.normal(0, 0.05, N_VOLS))
@@ -63,7 +64,12 @@ def _confounds(rng: np.random.Generator) -> pd.DataFrame:
         cols[f"{name}_power2"] = base**2
         cols[f"{name}_derivative1_power2"] = deriv**2
     for name in ("white_matter", "csf", "global_signal"):
-        cols[name] = rng.normal(100, 1, N_VOLS)
+        base = rng.normal(100, 1, N_VOLS)
+        deriv = np.r_[np.nan, np.diff(base)]
+        cols[name] = base
+        cols[f"{name}_derivative1"] = deriv
+        cols[f"{name}_power2"] = base**2
+        cols[f"{name}_derivative1_power2"] = deriv**2
     t = np.arange(N_VOLS)
     for k in range(2):
         cols[f"cosine{k:02d}"] = np.sqrt(2 / N_VOLS) * np.cos(np.pi * (t + 0.5) * (k + 1) / N_VOLS)
@@ -161,8 +167,7 @@ def test_study_file_points_at_real_cleaned_files(study, bids):
     assert s.tr == TR and list(s.subjects) == ["sub-01", "sub-02"]
     runs = s.subjects["sub-01"].runs
     assert [r.name for r in runs] == ["run-1", "run-2"]
-    assert runs[0].segment is None and runs[0].events == "../ds/sub-01/func/sub-01_task-faces_run-1_events.tsv" \
-        if False else runs[0].segment is None
+    assert runs[0].segment is None  # events and no movie: the whole run, on its own clock
     assert s.resolve(runs[1].events).samefile(bids / "sub-01/func/sub-01_task-faces_run-2_events.tsv")
     assert "cleaned" in runs[0].bold and s.stimulus.video is None
     ann = s.stimulus.annotations
@@ -313,3 +318,60 @@ def test_parse_strategy():
     assert parse_strategy("motion, wm_csf,high_pass").components == ("motion", "wm_csf", "high_pass")
     with pytest.raises(InputError, match="high_pass"):
         parse_strategy("motion,compcor")
+
+
+def test_scrubbing_censors_high_motion_volumes(tmp_path):
+    root = write_bids(tmp_path / "ds", subjects=("01",), runs=(1, 2))
+    conf_path = root / "derivatives/fmriprep/sub-01/func/sub-01_task-faces_run-2_desc-confounds_timeseries.tsv"
+    conf = pd.read_csv(conf_path, sep="\t", na_values="n/a")
+    conf.loc[50, "framewise_displacement"] = 2.0  # one volume moved 2 mm
+    _tsv(conf_path, conf)
+    out = tmp_path / "s" / "study.yaml"
+    assert main(["study", "from-bids", str(root), "--strategy", "scrubbing", "--out", str(out),
+                 "--quiet"]) == 0
+    s = load_study(out)
+    bold = s.resolve(s.subjects["sub-01"].runs[1].bold)
+    side = json.loads(bold.with_name(bold.name.replace(".nii.gz", ".json")).read_text())
+    assert side["CensoredVolumes"] == [50] and "spike_0050" in side["Confounds"]
+    assert "white_matter_derivative1_power2" in side["Confounds"]  # wm_csf: full
+    data = np.asarray(nib.load(bold).dataobj)[0, 0, 0]
+    assert abs(data[50] - data.mean()) < 1e-2  # the censored volume carries no signal
+    first = s.resolve(s.subjects["sub-01"].runs[0].bold)
+    assert json.loads(first.with_name(first.name.replace(".nii.gz", ".json")).read_text())[
+        "CensoredVolumes"] == []
+    assert strategy_of(out) == "scrubbing"
+
+
+def test_slice_time_ref_from_the_preprocessed_sidecar(tmp_path):
+    root = write_bids(tmp_path / "ds", subjects=("01",), runs=(1, 2))
+    for p in (root / "derivatives/fmriprep/sub-01/func").glob("*desc-preproc_bold.nii.gz"):
+        p.with_name(p.name.replace(".nii.gz", ".json")).write_text(json.dumps(
+            {"RepetitionTime": TR, "SliceTimingCorrected": True, "StartTime": 0.75}))
+    out = tmp_path / "s" / "study.yaml"
+    assert main(["study", "from-bids", str(root), "--out", str(out), "--quiet"]) == 0
+    assert load_study(out).slice_time_ref == 0.75 / TR
+    out2 = tmp_path / "s2" / "study.yaml"
+    root2 = write_bids(tmp_path / "ds2", subjects=("01",), runs=(1,))
+    assert main(["study", "from-bids", str(root2), "--out", str(out2), "--quiet"]) == 0
+    default = Study.model_fields["slice_time_ref"].default
+    assert load_study(out2).slice_time_ref == default  # not corrected: the schema's default
+
+
+def test_several_tasks_need_task_and_unknown_subjects(tmp_path, capsys):
+    root = write_bids(tmp_path / "ds", subjects=("01",), runs=(1,))
+    func = root / "sub-01/func"
+    (func / "sub-01_task-rest_bold.nii.gz").write_bytes(
+        (func / "sub-01_task-faces_run-1_bold.nii.gz").read_bytes())
+    err = _err(capsys, ["study", "from-bids", str(root), "--out", str(tmp_path / "s.yaml")])
+    assert "faces, rest" in err and "--task" in err
+    assert scan_bids(root, task="faces").task == "faces"
+    err = _err(capsys, ["study", "from-bids", str(root), "--task", "faces", "--subjects", "07",
+                        "--out", str(tmp_path / "s.yaml")])
+    assert "sub-07" in err and "--subjects" in err
+
+
+def test_a_run_without_events_when_others_have_them(tmp_path, capsys):
+    root = write_bids(tmp_path / "ds", subjects=("01",), runs=(1, 2))
+    (root / "sub-01/func/sub-01_task-faces_run-2_events.tsv").unlink()
+    err = _err(capsys, ["study", "from-bids", str(root), "--out", str(tmp_path / "s.yaml")])
+    assert "sub-01_task-faces_run-2_events.tsv: not found" in err

@@ -287,7 +287,7 @@ def study_from_bids(
         sub_events = {r.name: events[(sub, r.name)] for r in runs}
         placed = _segments(runs, sub_events, tr, stim_name)
         study_runs = []
-        for r, (segment, offset) in zip(runs, placed):
+        for r, (segment, offset) in zip(runs, placed, strict=True):
             if progress:
                 print(f"[from-bids] {sub} {r.name}: regressing confounds ({strategy.text})")
             img = load_bold(r.preproc, tr)
