@@ -12,19 +12,29 @@ from cinebrain.config.base import Section, unused_option
 class AlignmentConfig(Section):
     """How features meet the TR grid."""
 
-    hrf: Literal["spm", "glover", "fir"] = Field("spm", description="canonical HRF or FIR delays")
+    hrf: Literal["spm", "glover", "fir", "none"] = Field(
+        "spm", description="canonical HRF (spm, glover) applied from each volume's acquisition "
+        "time, FIR delays (fir), or none: no convolution, each volume gets the stimulus of its "
+        "own TR (for responses already shifted for the haemodynamic lag)",
+    )
     delays: list[int] = Field(
-        default_factory=lambda: [1, 2, 3, 4], description="FIR delays in TRs (hrf: fir)"
+        default_factory=lambda: [1, 2, 3, 4], description="FIR delays in TRs on the "
+        "responses' clock (hrf: fir); negative delays (e.g. [-1, 0, 1]) only for runs whose "
+        "response_shift makes delay * tr + response_shift >= 0"
     )
     high_pass: float | None = Field(
-        1.0 / 128, ge=0, description="cosine high-pass of responses (Hz); null: none"
+        1.0 / 128, ge=0, description="cosine high-pass (Hz) of features and responses alike: "
+        "a constant, a linear trend and nilearn's cosine drifts regressed out of both, per "
+        "run; null: the constant and linear trend only"
     )
 
     @field_validator("delays")
     @classmethod
     def _delays(cls, v: list[int]) -> list[int]:
-        if not v or min(v) < 0:
-            raise ValueError("delays must be a non-empty list of TRs >= 0")
+        if not v:
+            raise ValueError("delays must be a non-empty list of TRs; give e.g. [1, 2, 3, 4]")
+        if len(set(v)) != len(v):
+            raise ValueError(f"delays {v} repeat a delay; give each delay once")
         return v
 
     @model_validator(mode="after")

@@ -1,10 +1,20 @@
 """A subject's design: feature spaces and responses on one TR grid, ready for a model.
 
 Each feature space is resampled onto each run's TR grid, then convolved with the
-canonical HRF or expanded into FIR delays, causally and restarting at every run;
-responses are detrended, high-passed and z-scored per run. Nothing crosses a run
-boundary, and nothing here looks at which runs will be held out: standardising the
-features is left to each fit, with its own training rows (:func:`standardize_features`).
+canonical HRF or expanded into FIR delays, causally and restarting at every run. The
+same drift filter (constant, linear trend and nilearn's cosine drift basis, regressed
+out per run: :func:`remove_drifts`) then acts on the features and on the responses, and
+the responses are z-scored per run. Nothing crosses a run boundary, and nothing here
+looks at which runs will be held out: standardising the features is left to each fit,
+with its own training rows (:func:`standardize_features`).
+
+When is a volume? Volume ``k`` of a run is placed at scan time ``(k + slice_time_ref) *
+tr`` (the study's ``slice_time_ref``, default 1: the end of its TR, which is what
+cinebrain did before the key existed) and was acquired ``response_shift`` seconds later
+(the run's ``response_shift``, default 0: responses not shifted). The canonical HRF is
+applied from the acquisition time; FIR delays count TRs back from the volume's place on
+the grid (the responses' own clock), so responses already shifted for the haemodynamic
+lag may take negative delays, down to ``-response_shift / tr``.
 
 From a notebook::
 
@@ -16,6 +26,7 @@ From a notebook::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,7 +38,7 @@ from cinebrain.errors import InputError
 from cinebrain.features.annotations import space_for_run
 from cinebrain.features.base import FeatureSpace
 from cinebrain.io.study import Study
-from cinebrain.timing import convolve_hrf, delay, resample
+from cinebrain.timing import HRF_MODELS, convolve_hrf, resample
 
 __all__ = [
     "SubjectDesign",
@@ -35,9 +46,75 @@ __all__ = [
     "bands_from_spaces",
     "clean_responses",
     "design_matrix",
+    "drift_basis",
+    "remove_drifts",
     "standardize_features",
     "subject_design",
 ]
+
+
+#: Alignment modes: a canonical HRF model, FIR delays, or none (the stimulus of each
+#: volume's own TR, for responses already shifted for the haemodynamic lag).
+HRF_CHOICES = ("spm", "glover", "fir", "none")
+
+
+def check_lags(runs: Sequence[RunTiming], tr: float, hrf: str = "spm",
+               delays: Sequence[int] | None = None, where: str = "alignment.delays") -> None:
+    """Refuse FIR delays (or ``hrf: none``) that would predict a volume from stimulus
+    shown after it was acquired.
+
+    A delay ``d`` (TRs, on the responses' clock) of a run whose responses were shifted
+    earlier by ``response_shift`` seconds reaches ``d * tr + response_shift`` seconds back
+    from the acquisition; that lag must be >= 0. ``hrf: none`` is delay 0.
+    """
+    if hrf not in ("fir", "none"):
+        return
+    ds = [0] if hrf == "none" else [int(d) for d in (delays or ())]
+    if hrf == "fir" and not ds:
+        raise InputError(where, "is empty", "give at least one delay in TRs, e.g. [1, 2, 3, 4]")
+    if hrf == "fir" and len(set(ds)) != len(ds):
+        raise InputError(where, f"{ds} repeats a delay", "give each delay once")
+    for r in runs:
+        lag = min(ds) * tr + r.response_shift
+        if lag < -1e-9:
+            least = math.ceil(-r.response_shift / tr - 1e-9)
+            what = "hrf: none" if hrf == "none" else f"delay {min(ds)} TR"
+            raise InputError(
+                "alignment.hrf" if hrf == "none" else where,
+                f"{what} would predict subject {r.subject} run {r.name} from stimulus shown "
+                f"{-lag:g} s after it was acquired (response_shift {r.response_shift:g} s)",
+                f"use delays >= {least} TRs, or set the run's response_shift to what its "
+                "responses were already shifted by",
+            )
+
+
+def _run_features(fs: FeatureSpace, r: RunTiming, tr: float, hrf: str,
+                  delays: Sequence[int], slice_time_ref: float) -> np.ndarray:
+    """One run's features on its TR grid, from a grid padded on either side so that no
+    stimulus shown before the first volume (or after the last, for negative delays) is
+    lost; the padding is the run's own segment, never another run's."""
+    n = r.n_trs
+    # Sampling at (k + ref) * tr instead of (k + 1) * tr is the stimulus arriving
+    # (1 - ref) * tr later on the grid; an HRF counts from the acquisition, shift later.
+    offset = r.offset + (1.0 - slice_time_ref) * tr - (r.response_shift if hrf in HRF_MODELS
+                                                       else 0.0)
+    before = max(0, math.ceil(-offset / tr - 1e-9))
+    after = max(0, -min(delays)) if hrf == "fir" else 0
+    if before or after:
+        X = resample(fs, tr, before + n + after, offset=offset + before * tr, segment=r.segment)
+    else:  # the plain grid, computed exactly as before padding existed
+        X = resample(fs, tr, n, offset=offset, segment=r.segment)
+    if hrf in HRF_MODELS:
+        return convolve_hrf(X, tr, model=hrf)[before:before + n]
+    if hrf == "fir":
+        f = X.shape[1]
+        out = np.zeros((n, f * len(delays)), dtype=np.float32)
+        for j, d in enumerate(delays):
+            lo = max(0, d - before)  # rows whose delayed source lies before the padded grid stay 0
+            if lo < n:
+                out[lo:, j * f:(j + 1) * f] = X[before + lo - d:before + n - d]
+        return out
+    return X[before:before + n]
 
 
 def align_features(
@@ -46,32 +123,87 @@ def align_features(
     tr: float,
     hrf_model: str | None = "spm",
     delays: Sequence[int] | None = None,
+    slice_time_ref: float = 1.0,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Put feature spaces on the stacked TR grid of ``runs``.
 
-    Each space is resampled onto each run's TR grid (its segment and offset), then
-    either convolved with the canonical HRF (``hrf_model``) or expanded into FIR
-    ``delays``, causally, restarting at every run.
+    Each space is resampled onto each run's TR grid (its segment, offset and
+    response_shift), then either convolved with the canonical HRF (``hrf_model``) or
+    expanded into FIR ``delays`` (TRs, may be negative for shifted responses: see
+    :func:`check_lags`), causally, restarting at every run; with neither, each volume gets
+    the stimulus of its own TR. ``slice_time_ref``: volume ``k`` sits at scan time
+    ``(k + slice_time_ref) * tr`` (see the module docstring).
 
     Returns
     -------
     aligned : dict name -> ndarray (n_trs_total, n_features') float32
     run_index : ndarray (n_trs_total,) int
     """
+    if not 0.0 <= float(slice_time_ref) <= 1.0:
+        raise InputError("slice_time_ref", f"must be in [0, 1], got {slice_time_ref}",
+                         "give the fraction of the TR at which a volume is sampled")
+    hrf = "fir" if delays else (hrf_model or "none")
+    delays = [int(d) for d in delays] if delays else [0]
+    check_lags(runs, tr, hrf, delays)
     lengths = [r.n_trs for r in runs]
     run_index = run_index_from_lengths(lengths)
     aligned = {}
     for name, fs in spaces.items():
         # A per-run events space gives each run its own events (space_for_run).
-        per_run = [resample(space_for_run(fs, r.subject, r.name, r.segment[0], r.offset), tr,
-                            r.n_trs, offset=r.offset, segment=r.segment) for r in runs]
-        X = np.concatenate(per_run, axis=0).astype(np.float32, copy=False)
-        if delays:
-            X = delay(X, delays=tuple(delays), run_lengths=lengths)
-        elif hrf_model:
-            X = convolve_hrf(X, tr, run_lengths=lengths, model=hrf_model)
-        aligned[name] = np.ascontiguousarray(X, dtype=np.float32)
+        per_run = [_run_features(space_for_run(fs, r.subject, r.name, r.segment[0], r.offset),
+                                 r, tr, hrf, delays, float(slice_time_ref)) for r in runs]
+        aligned[name] = np.ascontiguousarray(np.concatenate(per_run, axis=0), dtype=np.float32)
     return aligned, run_index
+
+
+def drift_basis(n_trs: int, tr: float, high_pass: float | None = 1.0 / 128) -> np.ndarray:
+    """The drift regressors of one run, ``(n_trs, k)`` float64: a constant, a linear
+    trend and, with ``high_pass`` (Hz), nilearn's discrete cosine drifts below it (the
+    ``drift_model="cosine"`` columns of
+    :func:`nilearn.glm.first_level.make_first_level_design_matrix`, as its GLM builds
+    them). ``high_pass`` None: the constant and the trend only."""
+    n = int(n_trs)
+    t = np.arange(n, dtype=np.float64)
+    cols = [np.ones(n), t - t.mean()]
+    if high_pass and n > 2:
+        import warnings
+
+        from nilearn.glm.first_level import make_first_level_design_matrix
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "high_pass too high": the basis says it
+            dm = make_first_level_design_matrix(t * float(tr), drift_model="cosine",
+                                                high_pass=float(high_pass))
+        cols += [dm[c].to_numpy(dtype=np.float64) for c in dm.columns if c.startswith("drift")]
+    return np.stack(cols[: max(1, min(n, len(cols)))], axis=1)
+
+
+def remove_drifts(A: np.ndarray, run_index: np.ndarray, tr: float,
+                  high_pass: float | None = 1.0 / 128) -> np.ndarray:
+    """Regress each run's :func:`drift_basis` out of the columns of ``A``, run by run.
+
+    The one filter of a design: :func:`subject_design` passes the features and the
+    responses through it alike (filtering one side only would leave the model fitting
+    slow feature drifts to responses that no longer have them). Each run uses its own
+    rows only, so filtering a test run uses nothing from the training runs.
+
+    Returns a float32 array of ``A``'s shape: the least-squares residuals.
+    """
+    from scipy.linalg import qr
+
+    A = np.asarray(A)
+    if A.ndim != 2:
+        raise InputError("remove_drifts", f"needs (n_trs, n_columns), got shape {A.shape}")
+    run_index = np.asarray(run_index)
+    out = np.empty(A.shape, dtype=np.float32)
+    for run in np.unique(run_index):
+        rows = np.flatnonzero(run_index == run)
+        B = drift_basis(rows.size, tr, high_pass)
+        Q, R, _ = qr(B, mode="economic", pivoting=True)
+        Q = Q[:, np.abs(np.diag(R)) > np.finfo(np.float64).eps * 100.0 * abs(R[0, 0])]
+        a = np.asarray(A[rows], dtype=np.float64)
+        out[rows] = a - Q @ (Q.T @ a)
+    return out
 
 
 def clean_responses(
@@ -79,8 +211,11 @@ def clean_responses(
 ) -> np.ndarray:
     """Detrend, high-pass (cosine) and z-score each run separately.
 
-    Every statistic comes from the run itself, so cleaning a test run uses nothing from
-    the training runs.
+    :func:`remove_drifts` (the filter the features get too), then each run z-scored
+    (sample std; a constant column becomes zeros). The same residuals as
+    ``nilearn.signal.clean(Y, runs=run_index, detrend=True, filter="cosine",
+    high_pass=high_pass, t_r=tr, standardize="zscore_sample")``. Every statistic comes
+    from the run itself, so cleaning a test run uses nothing from the training runs.
 
     Parameters
     ----------
@@ -89,18 +224,19 @@ def clean_responses(
     tr : float, seconds
     high_pass : float or None, Hz
     """
-    from nilearn.signal import clean
-
-    out = clean(
-        np.asarray(Y, dtype=np.float32),
-        runs=np.asarray(run_index),
-        detrend=True,
-        standardize="zscore_sample",
-        filter="cosine" if high_pass else False,
-        high_pass=high_pass,
-        t_r=tr,
-    )
-    return np.nan_to_num(out.astype(np.float32, copy=False))
+    out = remove_drifts(Y, run_index, tr, high_pass)
+    run_index = np.asarray(run_index)
+    for run in np.unique(run_index):
+        rows = np.flatnonzero(run_index == run)
+        block = out[rows].astype(np.float64)
+        std = block.std(axis=0, ddof=1) if rows.size > 1 else np.zeros(block.shape[1])
+        # A column constant in this run leaves only rounding error: it becomes zeros.
+        flat = ~(std > 1e-6 * np.abs(np.asarray(Y[rows], dtype=np.float64)).max(axis=0, initial=0.0))
+        std[flat] = 1.0
+        block = (block - block.mean(axis=0)) / std
+        block[:, flat] = 0.0
+        out[rows] = block
+    return np.nan_to_num(out)
 
 
 def standardize_features(
@@ -142,16 +278,22 @@ def design_matrix(
     tr: float,
     hrf: str = "spm",
     delays: Sequence[int] = (1, 2, 3, 4),
+    slice_time_ref: float = 1.0,
 ) -> tuple[np.ndarray, list[int]]:
     """Stacked design ``(n_trs, n_features)`` float32 on the runs' TR grid, bands in
-    order, and the band sizes. ``hrf``: "spm" or "glover" (convolved), or "fir" (delays).
+    order, and the band sizes. ``hrf``: "spm" or "glover" (convolved), "fir" (delays),
+    or "none" (each volume's own TR, for responses already shifted for the lag).
 
-    Not standardised: each fit standardises with its own training rows.
+    Not filtered (:func:`subject_design` filters it as it filters the responses) and not
+    standardised: each fit standardises with its own training rows.
     """
+    if hrf not in HRF_CHOICES:
+        raise InputError("alignment.hrf", f"unknown {hrf!r}", f"use one of {', '.join(HRF_CHOICES)}")
     aligned, _ = align_features(
         {n: spaces[n] for names in bands.values() for n in names}, timings, tr,
-        hrf_model=None if hrf == "fir" else hrf,
+        hrf_model=None if hrf in ("fir", "none") else hrf,
         delays=tuple(delays) if hrf == "fir" else None,
+        slice_time_ref=slice_time_ref,
     )
     blocks = [np.concatenate([aligned[n] for n in names], axis=1) for names in bands.values()]
     return np.concatenate(blocks, axis=1), [b.shape[1] for b in blocks]
@@ -163,8 +305,9 @@ class SubjectDesign:
 
     Attributes
     ----------
-    X : (n_trs, n_features) float32, HRF-convolved (or FIR-delayed), not standardised.
-    Y : (n_trs, n_targets) float32, detrended, high-passed and z-scored per run.
+    X : (n_trs, n_features) float32, HRF-convolved (or FIR-delayed), drift-filtered per
+        run exactly as Y is (:func:`remove_drifts`), not standardised.
+    Y : (n_trs, n_targets) float32, drift-filtered and z-scored per run.
     run_index : (n_trs,) int, the run of each row.
     band_names, band_sizes : the bands of X's columns, in order.
     timings : the runs' validated timings.
@@ -206,6 +349,9 @@ def subject_design(
 
     ``mask``: the voxel mask of BOLD runs (default: :func:`study_mask` of the study).
     ``timings`` and ``responses`` (raw, runs stacked) can be passed when already loaded.
+    ``high_pass`` (Hz, or None for the linear trend only) filters ``X`` and ``Y`` alike,
+    per run (:func:`remove_drifts`). Volume times follow ``study.slice_time_ref`` and each
+    run's ``response_shift``.
     """
     bands = bands_from_spaces(spaces, bands)
     if timings is None:
@@ -216,7 +362,9 @@ def subject_design(
             mask = study_mask(study)
         responses = load_responses(study, subject, timings, mask)
     run_index = run_index_from_lengths([t.n_trs for t in timings])
+    X, sizes = design_matrix(spaces, bands, timings, study.tr, hrf=hrf, delays=delays,
+                             slice_time_ref=study.slice_time_ref)
     Y = clean_responses(responses, run_index, study.tr, high_pass)
-    X, sizes = design_matrix(spaces, bands, timings, study.tr, hrf=hrf, delays=delays)
+    X = remove_drifts(X, run_index, study.tr, high_pass)
     return SubjectDesign(subject, X, Y, run_index, list(bands), sizes, bands, timings,
                          float(study.tr))

@@ -50,6 +50,10 @@ class RunTiming:
         Stimulus seconds ``[start, end)`` shown in the run.
     offset : float
         Scan seconds at which the segment started.
+    response_shift : float
+        Seconds by which the responses were already shifted earlier: volume ``k`` was
+        acquired ``response_shift`` seconds after its place on the TR grid (see
+        :class:`cinebrain.io.study.Run`).
     """
 
     subject: str
@@ -57,6 +61,7 @@ class RunTiming:
     n_trs: int
     segment: tuple[float, float]
     offset: float
+    response_shift: float = 0.0
 
 
 def check_run_timing(
@@ -69,14 +74,19 @@ def check_run_timing(
     offset: float,
     stimulus_duration: float,
     policy: str = "error",
+    response_shift: float = 0.0,
 ) -> RunTiming:
     """Validate that a run's responses and the stimulus segment it showed agree in length.
 
     ``policy="truncate"`` cuts the longer stream to the shorter one (segment end clipped to
     the stimulus or to the scan; surplus volumes past the HRF tail dropped) instead of
-    raising. Nothing is ever stretched.
+    raising. Nothing is ever stretched. Responses shifted earlier by ``response_shift``
+    seconds cover scan time ``[shift, shift + n_trs * tr)``, so lengths are compared with
+    the segment starting at ``offset - response_shift`` on the responses' clock.
     """
     start, end = float(segment[0]), float(segment[1])
+    shift = float(response_shift)
+    real_offset, offset = float(offset), float(offset) - shift
     label = f"subject {subject} run {name}"
     if end > stimulus_duration + tr:
         if policy != "truncate":
@@ -94,7 +104,9 @@ def check_run_timing(
             raise InputError(
                 where,
                 f"{label} has {n_trs} volumes ({scanned:.1f} s at TR {tr:g} s) but its segment "
-                f"needs {needed:.1f} s (offset {offset:g} s + {end - start:g} s of stimulus)",
+                f"needs {needed:.1f} s (offset {real_offset:g} s"
+                + (f" - response_shift {shift:g} s" if shift else "")
+                + f" + {end - start:g} s of stimulus)",
                 "correct segment/offset/tr in the study file, or set length_policy: truncate "
                 "to use only the scanned part",
             )
@@ -112,7 +124,10 @@ def check_run_timing(
         n_trs = int(math.ceil((needed + TAIL_TOLERANCE_S / 2) / tr))
     if end <= start:
         raise InputError(where, f"{label} has no stimulus left after truncation", "check its segment")
-    return RunTiming(subject, name, int(n_trs), (start, end), float(offset))
+    if n_trs < 1 or needed <= 0:
+        raise InputError(where, f"{label}: response_shift {shift:g} s puts every volume after "
+                         "the end of its segment", "check the run's response_shift (seconds)")
+    return RunTiming(subject, name, int(n_trs), (start, end), real_offset, shift)
 
 
 def select_subjects(study: Study, subjects: Sequence[str] | None = None,
@@ -182,6 +197,7 @@ def run_timings(study: Study, subject: str, spaces: Mapping[str, FeatureSpace],
         out.append(check_run_timing(
             str(_run_source(study, run)), subject, run.name, n_trs, study.tr,
             segment, offset, duration, study.length_policy,
+            response_shift=run.response_shift,
         ))
     return check_coverage(spaces, out, study.tr, policy=study.length_policy, sources=sources)
 
@@ -282,7 +298,8 @@ def repeated_runs(timings: Sequence[RunTiming]) -> list[int]:
     ceiling from repeats); empty when no segment is shown twice."""
     groups: dict[tuple, list[int]] = {}
     for i, t in enumerate(timings):
-        key = (round(t.segment[0], 3), round(t.segment[1], 3), t.offset, t.n_trs)
+        key = (round(t.segment[0], 3), round(t.segment[1], 3), t.offset, t.n_trs,
+               t.response_shift)
         groups.setdefault(key, []).append(i)
     repeated = [g for g in groups.values() if len(g) >= 2]
     return max(repeated, key=len) if repeated else []
