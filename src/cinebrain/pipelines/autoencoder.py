@@ -561,10 +561,10 @@ def _annotation_vocabulary(config: RunConfig) -> tuple[np.ndarray | None, list[s
     study = ridge.load(config)
     ann = study.stimulus.annotations
     column = name.split(".", 1)[1]
-    if ann is None or column not in ann.text:
+    if ann is None or ann.path is None or column not in ann.text:
         return None, []
-    df = read_annotations(study.resolve(ann.path), onset=ann.onset, offset=ann.offset,
-                          duration=ann.duration, unit=ann.unit, tr=study.tr, columns=[column])
+    df = read_annotations(study.resolve(ann.path), columns=[column], warn=False,
+                          numeric=list(ann.numeric), **ann.reading(study.tr))
     texts = [str(t) for t in df[column].tolist()]
     if len(texts) != fs.n_samples:
         return None, []
