@@ -25,7 +25,7 @@ from cinebrain.data.confounds import (
     strategy_of,
 )
 from cinebrain.errors import InputError
-from cinebrain.io.bids import scan_bids
+from cinebrain.io.bids import read_events, scan_bids
 from cinebrain.io.study import Study, load_study
 
 TR = 2.0
@@ -375,3 +375,15 @@ def test_a_run_without_events_when_others_have_them(tmp_path, capsys):
     (root / "sub-01/func/sub-01_task-faces_run-2_events.tsv").unlink()
     err = _err(capsys, ["study", "from-bids", str(root), "--out", str(tmp_path / "s.yaml")])
     assert "sub-01_task-faces_run-2_events.tsv: not found" in err
+
+
+def test_read_events_names_the_bad_row(tmp_path):
+    path = tmp_path / "sub-01_task-x_events.tsv"
+    path.write_text("onset\tduration\ttrial_type\n0\t2\tface\nsoon\t2\thouse\n")
+    with pytest.raises(InputError, match=r"events.tsv: row 3: onset 'soon' is not a number"):
+        read_events(path)
+    path.write_text("onset\ttrial_type\n0\tface\n")
+    with pytest.raises(InputError, match="no 'duration' column"):
+        read_events(path)
+    path.write_text("onset\tduration\n0\tn/a\n4\t2\n")
+    assert read_events(path, run_length=10)["duration"].isna().tolist() == [True, False]

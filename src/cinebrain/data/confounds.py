@@ -240,7 +240,6 @@ def study_from_bids(
     out = Path(out)
     out_dir = out.parent
     tr = dataset.tr
-    stim = find_stimulus(dataset)
     problems: list[str] = []
     events: dict[tuple[str, str], pd.DataFrame | None] = {}
     for r in dataset.runs:
@@ -261,6 +260,7 @@ def study_from_bids(
                     "events.tsv (onset, duration, trial_type)")
     if problems:
         raise problems_error(problems)
+    stim = find_stimulus(dataset)  # after the events are known to be readable
     # the first run's nilearn call checks the strategy against a real table before any work
     first = dataset.runs[0]
     load_run_confounds(first.preproc, strategy, first.n_volumes)
