@@ -272,3 +272,32 @@ def test_group_reference_needs_the_same_runs(tmp_path, capsys):
     assert _cli(study, tmp_path / "run", "--evaluate-reference", "group_mean") == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "evaluate.reference" in err and "sub-03's run run-2 has 44" in err
+
+
+def test_atlas_regions_and_group_mean_on_voxels(tiny_study, tmp_path):
+    """BOLD data with a label image: the atlas's names (from a nilearn-style lookup
+    table) name the regions; group-mean scores per voxel are written beside r."""
+    from cinebrain.data.simulate import truth_modality_file
+
+    labels = truth_modality_file(Path(tiny_study).parent)
+    (tmp_path / "lut.tsv").write_text("index\tname\n0\tBackground\n1\tvis\n2\taud\n3\tlang\n")
+    out = tmp_path / "run"
+    assert main(["run", "--study", str(tiny_study), "--out", str(out), "--no-progress",
+                 "--no-report", "--features-video", "--features-audio", "envelope",
+                 "--no-features-annotation-text", "--no-features-annotation-columns",
+                 "--features-transcript", "--model-kind", "ridge", "--model-n-alphas", "4",
+                 "--model-cv-folds", "2", "--evaluate-n-permutations", "0",
+                 "--no-evaluate-variance-partitioning", "--evaluate-rois", str(labels),
+                 "--evaluate-roi-labels", str(tmp_path / "lut.tsv"),
+                 "--evaluate-reference", "group_mean"]) == 0
+    folder = RunFolder(out)
+    summary = json.loads(folder.summary.read_text())
+    assert {r["roi"] for r in summary["rois"]} == {"vis", "aud", "lang"}
+    assert all("r_group_mean" in r and r["n_voxels"] > 1 for r in summary["rois"])
+    r_group = np.load(folder.metric("sub-01", "r_group_mean"))
+    assert r_group.shape == np.load(folder.metric("sub-01", "r")).shape
+    Y = np.stack([np.load(folder.prediction(s, "test_true")) for s in ("sub-01", "sub-02")])
+    P0 = np.load(folder.prediction("sub-01", "test_pred"))
+    v = int(np.argmax(r_group))
+    assert r_group[v] == pytest.approx(_corr(Y.mean(0)[:, v].astype(float), P0[:, v].astype(float)),
+                                       abs=1e-4)
