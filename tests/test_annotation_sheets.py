@@ -373,3 +373,19 @@ def test_skipped_rows_reported_in_the_log(tmp_path):
         warnings.simplefilter("error")  # with a log, nothing is warned
         extract_stimulus_features(load_study(path), log=lines.append, **NO_MEDIA)
     assert any("1 empty row(s) skipped" in line for line in lines)
+
+
+def test_events_paths_checked_and_rebased(tmp_path):
+    from cinebrain.io.study import write_study
+
+    path = _events_study(tmp_path / "s")
+    study = load_study(path)
+    (tmp_path / "elsewhere").mkdir()
+    out = write_study(study, tmp_path / "elsewhere" / "study.yaml")
+    again = load_study(out)  # every events path found from the new folder
+    assert again.subjects["sub-01"].runs[1].events == "../s/run-2_events.tsv"
+    assert again.stimulus.annotations.path is None
+    (tmp_path / "s" / "run-2_events.tsv").unlink()
+    with pytest.raises(InputError, match=r"subjects.sub-01.runs\[1\].events: file not found") as e:
+        load_study(path)
+    _one_line(e, path)
