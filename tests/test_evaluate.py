@@ -588,7 +588,9 @@ def _held_out(seed=0, lengths=(40, 30), v=6):
 
 
 def test_runs_tested_separately():
-    assert runs_tested_separately("auto", "leave_one_run_out", 3)
+    # auto under leave-one-run-out is the pooled leave-one-run-out test, not separate runs
+    assert not runs_tested_separately("auto", "leave_one_run_out", 3)
+    assert runs_tested_separately("separate", "leave_one_run_out", 3)
     assert not runs_tested_separately("auto", "held_out", 3)
     assert runs_tested_separately("separate", "held_out", 2)
     assert not runs_tested_separately("separate", "leave_one_run_out", 1)  # one run: pooled
@@ -612,7 +614,7 @@ def test_significance_test_pooled_phase_null_equals_the_direct_test():
 def test_significance_test_block_null_block_length_and_separate_runs():
     Y, P, lengths = _held_out(lengths=(40, 14))
     res = significance_test(Y, P, lengths, tr=2.0, null="block", block_s=12.0,
-                            n_permutations=49, scheme="leave_one_run_out")
+                            n_permutations=49, scheme="leave_one_run_out", runs="separate")
     assert res.separate
     # 12 s at TR 2 s is 6 TRs; at most half the shortest run (7)
     want = per_run_test(block_permutation_test, Y, P, lengths, n_permutations=49, block_size=6)

@@ -95,12 +95,14 @@ class EvaluateConfig(Section):
         "phase", description="which null the significance test uses: phase-randomised "
         "surrogates of the prediction (keeps its spectrum) or shuffled blocks of block_s",
     )
-    runs: Literal["auto", "pooled", "separate"] = Field(
+    runs: Literal["auto", "pooled", "loro_pooled", "separate"] = Field(
         "auto", description="how held-out runs are tested: pooled (r over all held-out TRs, "
-        "null drawn within each run) or separate (each run on its own, p-values combined by "
-        "the Cauchy combination); auto: separate under leave-one-run-out, whose runs are "
-        "predicted by models fit on each other's responses (their r are dependent and a "
-        "pooled null is too narrow), pooled otherwise",
+        "null drawn within each run); loro_pooled (the same r and null, its variance "
+        "widened to the bound on the pooled r's: valid under leave-one-run-out, whose runs are predicted by models fit on "
+        "each other's responses, so their r are dependent and the pooled null is too "
+        "narrow; evidence grows with the number of runs); separate (each run on its own, "
+        "p-values combined by the Cauchy combination: valid, but many runs give no more "
+        "evidence than one); auto: loro_pooled under leave-one-run-out, pooled otherwise",
     )
     n_permutations: int = Field(
         1000, ge=0, le=100000,

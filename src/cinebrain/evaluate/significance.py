@@ -1,8 +1,10 @@
 """The significance test of held-out scores, as a run chooses it.
 
 :func:`significance_test` picks the null (phase-randomised surrogates or block
-permutations, :mod:`cinebrain.evaluate.stats`), whether held-out runs are pooled or tested
-one by one and combined, and applies the Benjamini-Hochberg FDR correction;
+permutations, :mod:`cinebrain.evaluate.stats`), whether held-out runs are pooled, pooled
+with the leave-one-run-out null (:func:`cinebrain.evaluate.stats.leave_one_run_out_test`,
+the default under leave-one-run-out) or tested one by one and combined, and applies the
+Benjamini-Hochberg FDR correction;
 :func:`describe_significance_test` says what was done, in words.
 """
 
@@ -16,14 +18,18 @@ import numpy as np
 
 from cinebrain.data.splits import gap_trs
 from cinebrain.evaluate.stats import (
+    LORO_VARIANCE_FACTOR,
     block_permutation_test,
     fdr_bh,
+    leave_one_run_out_test,
     per_run_test,
     phase_randomization_test,
 )
 
 NULLS = ("phase", "block")
-RUNS = ("auto", "pooled", "separate")
+RUNS = ("auto", "pooled", "loro_pooled", "separate")
+#: How held-out runs were tested, as :func:`run_test` names it.
+RUN_TESTS = ("pooled", "loro_pooled", "separate")
 
 
 class SignificanceResult(NamedTuple):
@@ -32,34 +38,54 @@ class SignificanceResult(NamedTuple):
     p, q : (n_targets,) float64, one-sided p of r > 0 and BH-adjusted q-values.
     significant : (n_targets,) bool, ``q <= fdr``.
     separate : True when each held-out run was tested on its own and the p-values combined.
+    runs : how the runs were tested, one of :data:`RUN_TESTS` (see :func:`run_test`).
     """
 
     p: np.ndarray
     q: np.ndarray
     significant: np.ndarray
     separate: bool
+    runs: str = "pooled"
+
+
+def run_test(runs: str, scheme: str, n_runs: int) -> str:
+    """How held-out runs are tested: "pooled", "loro_pooled" or "separate".
+
+    ``runs``: one of :data:`RUNS`. "auto" is "loro_pooled" under leave-one-run-out (the
+    pooled r against the within-run null with its variance widened, valid although every
+    run is predicted by a model fit on the others' responses, and more powerful than
+    "separate" from 3 runs on: :func:`cinebrain.evaluate.stats.leave_one_run_out_test`),
+    "pooled" otherwise. One run is always "pooled" (there is no other run to depend on).
+    """
+    if runs not in RUNS:
+        raise ValueError(f"runs must be one of {RUNS}, got {runs!r}")
+    if n_runs < 2:
+        return "pooled"
+    if runs == "auto":
+        return "loro_pooled" if scheme == "leave_one_run_out" else "pooled"
+    return runs
 
 
 def runs_tested_separately(runs: str, scheme: str, n_runs: int) -> bool:
     """Whether held-out runs are tested one by one and their p-values combined.
 
-    ``runs``: "separate", "pooled" or "auto" (separate under leave-one-run-out, whose runs
-    are predicted by models fit on each other's responses, so their r are dependent and a
-    pooled null is too narrow). One run is always pooled.
+    Only when :func:`run_test` says "separate": ``runs="separate"`` with two or more runs
+    ("auto" under leave-one-run-out is "loro_pooled").
     """
-    if runs not in RUNS:
-        raise ValueError(f"runs must be one of {RUNS}, got {runs!r}")
-    if n_runs < 2:
-        return False
-    return runs == "separate" or (runs == "auto" and scheme == "leave_one_run_out")
+    return run_test(runs, scheme, n_runs) == "separate"
 
 
 def p_values(Y: np.ndarray, P: np.ndarray, run_lengths: Sequence[int], *, tr: float,
              null: str = "phase", n_permutations: int = 1000, block_s: float = 12.0,
-             separate: bool = False) -> np.ndarray:
+             separate: bool = False, loro: bool = False) -> np.ndarray:
     """One-sided p-value of r per target ``(n_targets,)`` under ``null``, over all held-out
     TRs (the null drawn within each run) or, with ``separate``, per run and combined by the
-    Cauchy combination (:func:`cinebrain.evaluate.per_run_test`). Seed 0 throughout.
+    Cauchy combination (:func:`cinebrain.evaluate.per_run_test`), or, with ``loro``, over
+    all held-out TRs against the leave-one-run-out null: for ``null="phase"``
+    :func:`cinebrain.evaluate.stats.leave_one_run_out_test` (exact moments of the phase
+    null, variance widened to its bound; no surrogates), for ``null="block"`` the block
+    null's normal fit with its variance doubled (the bound that needs no assumption). Seed
+    0 throughout.
 
     ``null="block"`` shuffles blocks of ``block_s`` seconds (at TR ``tr``), shortened to give
     at least two blocks in the shortest run.
@@ -73,8 +99,15 @@ def p_values(Y: np.ndarray, P: np.ndarray, run_lengths: Sequence[int], *, tr: fl
         block_size = max(1, min(gap_trs(tr, block_s), min(run_lengths) // 2))
         test = functools.partial(block_permutation_test, n_permutations=n_permutations,
                                  block_size=block_size)
+    if separate and loro:
+        raise ValueError("separate and loro are exclusive")
     if separate:
         return per_run_test(test, Y, P, list(run_lengths))
+    if loro and null == "phase":
+        return leave_one_run_out_test(Y, P, list(run_lengths))[1]
+    if loro:
+        return test(Y, P, seed=0, run_lengths=list(run_lengths), tail="normal",
+                    variance_factor=LORO_VARIANCE_FACTOR)[1]
     return test(Y, P, seed=0, run_lengths=list(run_lengths))[1]
 
 
@@ -92,29 +125,41 @@ def significance_test(Y: np.ndarray, P: np.ndarray, run_lengths: Sequence[int], 
     null : "phase" (phase-randomised surrogates of the prediction) or "block" (block
         permutations of ``block_s`` seconds).
     n_permutations : surrogates or permutations (>= 1).
-    runs : "pooled", "separate" or "auto" (see :func:`runs_tested_separately`).
+    runs : "pooled", "loro_pooled", "separate" or "auto" (see :func:`run_test`).
     scheme : the outer split the predictions come from ("held_out", "leave_one_run_out").
     fdr : false discovery rate of the Benjamini-Hochberg correction.
     """
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")
-    separate = runs_tested_separately(runs, scheme, len(run_lengths))
+    how = run_test(runs, scheme, len(run_lengths))
     p = p_values(Y, P, run_lengths, tr=tr, null=null, n_permutations=n_permutations,
-                 block_s=block_s, separate=separate)
+                 block_s=block_s, separate=how == "separate", loro=how == "loro_pooled")
     significant, q = fdr_bh(p, q=fdr)
-    return SignificanceResult(p, q, significant, separate)
+    return SignificanceResult(p, q, significant, how == "separate", how)
 
 
 def describe_significance_test(null: str = "phase", n_permutations: int = 1000,
                                block_s: float = 12.0, fdr: float = 0.05,
-                               separate: bool = False) -> str | None:
-    """The significance test in words (None when ``n_permutations`` is 0: no test)."""
+                               separate: bool = False, runs: str | None = None) -> str | None:
+    """The significance test in words (None when ``n_permutations`` is 0: no test).
+
+    ``runs``: how runs were tested (:data:`RUN_TESTS`; default from ``separate``)."""
     if not n_permutations:
         return None
     if null == "phase":
         what = f"phase-randomised predictions ({n_permutations} surrogates)"
     else:
         what = f"block permutation ({block_s:g} s blocks, {n_permutations} permutations)"
-    how = ("each held-out run tested on its own (normal fit of its null), p-values combined "
-           "by the Cauchy combination; " if separate else "")
+    runs = runs or ("separate" if separate else "pooled")
+    if runs not in RUN_TESTS:
+        raise ValueError(f"runs must be one of {RUN_TESTS}, got {runs!r}")
+    how = {
+        "pooled": "",
+        "separate": "each held-out run tested on its own (normal fit of its null), p-values "
+                    "combined by the Cauchy combination; ",
+        "loro_pooled": "r over all held-out TRs of the leave-one-run-out folds, null drawn "
+                       "within each run independently, read by its normal fit with the "
+                       "variance doubled (the bound on the pooled r's variance when each "
+                       "run is predicted from the others: valid for any number of runs); ",
+    }[runs]
     return f"one-sided r > 0 against {what}; {how}Benjamini-Hochberg FDR {fdr:g}"
