@@ -389,3 +389,14 @@ def test_events_paths_checked_and_rebased(tmp_path):
     with pytest.raises(InputError, match=r"subjects.sub-01.runs\[1\].events: file not found") as e:
         load_study(path)
     _one_line(e, path)
+
+
+def test_runs_with_different_events_are_not_repeats(tmp_path):
+    from cinebrain.data.study import repeated_runs
+
+    path = _events_study(tmp_path / "s")
+    study = load_study(path)
+    spaces = extract_stimulus_features(study, **NO_MEDIA)
+    assert repeated_runs(run_timings(study, "sub-01", spaces)) == []  # same clock, other events
+    (tmp_path / "s" / "run-2_events.tsv").write_text(EVENTS["run-1"])
+    assert repeated_runs(run_timings(study, "sub-01", spaces)) == [0, 1]  # the same events

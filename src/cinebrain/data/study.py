@@ -54,6 +54,10 @@ class RunTiming:
         Seconds by which the responses were already shifted earlier: volume ``k`` was
         acquired ``response_shift`` seconds after its place on the TR grid (see
         :class:`cinebrain.io.study.Run`).
+    events : str or None
+        For a run with its own events table, a digest of the table: two such runs are
+        repeats of one stimulus only when their events are the same (their segments are
+        each on their own clock).
     """
 
     subject: str
@@ -62,6 +66,7 @@ class RunTiming:
     segment: tuple[float, float]
     offset: float
     response_shift: float = 0.0
+    events: str | None = None
 
 
 def check_run_timing(
@@ -199,7 +204,18 @@ def run_timings(study: Study, subject: str, spaces: Mapping[str, FeatureSpace],
             segment, offset, duration, study.length_policy,
             response_shift=run.response_shift,
         ))
+    out = [_with_events(study, r, t) for r, t in zip(study.subjects[subject].runs, out, strict=True)]
     return check_coverage(spaces, out, study.tr, policy=study.length_policy, sources=sources)
+
+
+def _with_events(study: Study, run: Run, timing: RunTiming) -> RunTiming:
+    if run.events is None:
+        return timing
+    import dataclasses
+    import hashlib
+
+    digest = hashlib.sha256(study.resolve(run.events).read_bytes()).hexdigest()
+    return dataclasses.replace(timing, events=digest)
 
 
 def study_mask(study: Study, subjects: Sequence[str] | None = None, log=None):
@@ -299,7 +315,7 @@ def repeated_runs(timings: Sequence[RunTiming]) -> list[int]:
     groups: dict[tuple, list[int]] = {}
     for i, t in enumerate(timings):
         key = (round(t.segment[0], 3), round(t.segment[1], 3), t.offset, t.n_trs,
-               t.response_shift)
+               t.response_shift, t.events)
         groups.setdefault(key, []).append(i)
     repeated = [g for g in groups.values() if len(g) >= 2]
     return max(repeated, key=len) if repeated else []
