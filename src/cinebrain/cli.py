@@ -8,7 +8,9 @@ User errors print one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import typing
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel
 
 from cinebrain import __version__
-from cinebrain.config import RunConfig, load_config
+from cinebrain.config import NULL, STAGE_OPTIONS, RunConfig, config_leaves, load_config
 from cinebrain.errors import InputError
 
 #: Keys that are not options of a command: the study and run folder have their own flags;
@@ -35,12 +37,82 @@ def _leaf_fields(model: type[BaseModel], prefix: str = ""):
             yield f"{prefix}{name}", field
 
 
+def _is_union(ann: Any) -> bool:
+    return get_origin(ann) in (typing.Union, getattr(__import__("types"), "UnionType", None))
+
+
+def is_nullable(ann: Any) -> bool:
+    """Whether an option's type admits null (``X | None``)."""
+    return _is_union(ann) and type(None) in get_args(ann)
+
+
 def _strip_optional(ann: Any) -> Any:
     if get_origin(ann) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         args = [a for a in get_args(ann) if a is not type(None)]
         if len(args) == 1:
             return args[0]
     return ann
+
+
+#: What a command-line value ``none`` (or ``null``) of a nullable option means.
+_NULL_WORDS = ("none", "null")
+
+
+def _or_null(parse):
+    """``parse``, except that ``none`` / ``null`` give :data:`NULL` (the key set to null)."""
+    def parse_or_null(text: str):
+        return NULL if text.strip().lower() in _NULL_WORDS else parse(text)
+
+    parse_or_null.__name__ = getattr(parse, "__name__", "value")
+    return parse_or_null
+
+
+def _json_option(nullable: bool):
+    """A JSON-valued option (a mapping); ``null`` gives null only where the key allows it."""
+    def json_value(text: str):
+        if text.strip().lower() in _NULL_WORDS:
+            if nullable:
+                return NULL
+            raise argparse.ArgumentTypeError("null is not allowed here: give a JSON object ({} for none)")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not valid JSON: {text!r}") from None
+        if value is None:  # e.g. " null" spelled oddly: never dropped silently
+            raise argparse.ArgumentTypeError("null is not allowed here: give a JSON object")
+        return value
+
+    json_value.__name__ = "JSON"
+    return json_value
+
+
+def _union_option(args: tuple, nullable: bool):
+    """An option of several types (e.g. a mapping, a list or a file name): JSON where the
+    value reads as a JSON object or list, else a number or text as the types allow."""
+    def value(text: str):
+        stripped = text.strip()
+        if nullable and stripped.lower() in _NULL_WORDS:
+            return NULL
+        if stripped[:1] in "{[" and stripped:
+            try:
+                return json.loads(stripped)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"not valid JSON: {text!r}") from None
+        for kind in (int, float):
+            if kind in args:
+                with contextlib.suppress(ValueError):
+                    return kind(stripped)
+        return text
+
+    value.__name__ = "value"
+    return value
+
+
+def _bool_value(text: str) -> bool:
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if text.strip().lower() not in words:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return words[text.strip().lower()]
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -54,49 +126,249 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + dotted.replace(".", "-").replace("_", "-")
         ann = _strip_optional(field.annotation)
+        nullable = is_nullable(field.annotation)
         default = field.get_default(call_default_factory=True)
         help_ = f"{field.description or ''} ({dotted}; default: {default})"
+        if nullable:
+            help_ += "; none: null"
         kwargs: dict[str, Any] = {"dest": dotted, "default": None, "help": help_}
         origin = get_origin(ann)
-        if ann is bool:
+        # ``none`` / ``null`` sets a nullable option to null; elsewhere it is refused
+        wrap = _or_null if nullable else (lambda parse: parse)
+        nulls = [NULL] if nullable else []
+        if ann is bool and not nullable:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif ann is bool:
+            kwargs["type"] = wrap(_bool_value)
         elif origin is list:
             (item,) = get_args(ann)
             kwargs["nargs"] = "*"
             if get_origin(item) is Literal:
-                kwargs["choices"] = list(get_args(item))
-            elif item in (int, float, str):
-                kwargs["type"] = item
+                kwargs["choices"] = list(get_args(item)) + nulls
+                kwargs["type"] = wrap(str)
+            else:
+                kwargs["type"] = wrap(item if item in (int, float, str) else str)
         elif origin is tuple:
             kwargs["nargs"] = len(get_args(ann))
-            kwargs["type"] = get_args(ann)[0]
+            kwargs["type"] = wrap(get_args(ann)[0])
             kwargs["metavar"] = ("W", "H")[: len(get_args(ann))]
         elif origin is dict:
-            kwargs["type"] = json.loads
+            kwargs["type"] = _json_option(nullable)
             kwargs["help"] = help_ + " [JSON]"
         elif origin is Literal:
-            kwargs["choices"] = list(get_args(ann))
-        elif ann in (int, float, str):
-            kwargs["type"] = ann
+            kwargs["choices"] = list(get_args(ann)) + nulls
+            kwargs["type"] = wrap(str)
+        elif _is_union(ann):  # several types besides None
+            kwargs["type"] = _union_option(tuple(a for a in get_args(ann) if a is not type(None)),
+                                           nullable)
+            kwargs["help"] = help_ + " [JSON or text]"
+        else:
+            kwargs["type"] = wrap(ann if ann in (int, float, str) else str)
         if "metavar" not in kwargs and "choices" not in kwargs and "action" not in kwargs:
             kwargs["metavar"] = dotted.split(".")[-1].upper()
         group.add_argument(flag, **kwargs)
 
 
-def _config_from_args(args: argparse.Namespace) -> RunConfig:
-    overrides = {"study": args.study, "out": args.out}
+def _flag(dotted: str) -> str:
+    return "--" + dotted.replace(".", "-").replace("_", "-")
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The run options given on the command line (dotted key -> value; NULL: none)."""
+    given: dict[str, Any] = {}
     for dotted, _ in _leaf_fields(RunConfig):
-        if dotted not in _SKIP:
-            overrides[dotted] = getattr(args, dotted, None)
+        value = getattr(args, dotted, None) if dotted not in _SKIP else None
+        if isinstance(value, list) and NULL in value:
+            if len(value) > 1:
+                raise InputError(_flag(dotted), "none means null and must be given alone",
+                                 f"give {_flag(dotted)} none, or a list of values")
+            value = NULL
+        if value is not None:
+            given[dotted] = value
+    if getattr(args, "threads", None) is None and getattr(args, "global_threads", None):
+        given["threads"] = args.global_threads  # `cinebrain --threads N COMMAND`
+    return given
+
+
+def _config_from_args(args: argparse.Namespace) -> RunConfig:
+    overrides = {"study": args.study, "out": args.out, **_given(args)}
     if args.config is None and args.study is None:
         raise InputError("command line", "no study given", "pass a run config file or --study STUDY.yaml")
     config = load_config(args.config, overrides)
+    set_threads(config.threads)
     return config
+
+
+def _explicit(args: argparse.Namespace) -> set[str]:
+    """Dotted keys set on the command line or in the run config file."""
+    keys = set(_given(args))
+    if args.config:
+        import yaml
+
+        with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
+            keys |= set(config_leaves(yaml.safe_load(Path(args.config).read_text()) or {}))
+    return keys
+
+
+#: Options that concern every stage (where, how verbose, how many threads).
+_EVERY_STAGE = ("study", "out", "progress", "threads")
+#: The stages whose outputs a stage reads, and whose options it must share.
+_READS = {"fit": ("features",), "evaluate": ("features", "fit"), "train": ("features",)}
+#: What ``run`` applies (every ridge stage; the autoencoder is ``train``'s).
+_RUN_STAGES = ("features", "fit", "evaluate", "report")
+
+
+def _applies(stage: str, dotted: str) -> bool:
+    """Whether ``stage`` (a command) applies the option ``dotted``."""
+    if dotted in _EVERY_STAGE:
+        return True
+    if stage == "run":
+        return dotted == "report" or any(_applies(s, dotted) for s in _RUN_STAGES)
+    return any(dotted == p or dotted.startswith(p + ".") for p in STAGE_OPTIONS.get(stage, ()))
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def stage_options(stage: str, config: RunConfig, given: set[str], explicit: set[str],
+                  log=print) -> RunConfig:
+    """Check ``config`` against the run folder before ``stage`` runs, and say what changes.
+
+    * An option of an earlier stage whose outputs this stage reads (the features of a fit,
+      the model of an evaluation) must be the one that stage ran with (its manifest records
+      its config): given explicitly with another value it is refused (rerun that stage);
+      left at its default it is taken from that stage, with a line saying so.
+    ``given``: keys set on the command line; ``explicit``: those and the config file's.
+
+    * Options given on the command line that this stage does not apply are named: they
+      are saved in the run folder's config.yaml for the stages that use them.
+    * Options that differ from the run folder's config.yaml are named, with the stages that
+      will run from them; the stage's manifest records them (``config_changes``).
+    """
+    import yaml
+
+    from cinebrain.config import PATH_KEYS
+    from cinebrain.pipelines.runfolder import COMMAND, RunFolder
+
+    folder = RunFolder(config.out)
+    paths = {".".join(k) for k in PATH_KEYS}
+    current = config_leaves(config)
+    adopted: dict[str, Any] = {}
+    for upstream in _READS.get(stage, ()):
+        m = folder.manifest(upstream)
+        if m is None or not m.config:
+            continue
+        made = config_leaves(m.config)
+        for key, value in current.items():
+            if (key in paths or key == "subjects" or key in _EVERY_STAGE
+                    or not _applies(upstream, key) or key not in made or made[key] == value):
+                continue
+            if key in explicit:
+                raise InputError(
+                    folder.root, f"the {upstream} outputs that {stage} reads were made with "
+                    f"{key} {_show(made[key])}, not {_show(value)}",
+                    f"run `{COMMAND.get(upstream, upstream)}` with {_flag(key)} first, or leave "
+                    f"it out (`cinebrain {stage} {folder.config}` runs with the run's options)")
+            adopted[key] = made[key]
+    if adopted:
+        data = config.model_dump(mode="json")
+        for key, value in adopted.items():
+            node = data
+            *parents, last = key.split(".")
+            for part in parents:
+                node = node[part]
+            node[last] = value
+        config = RunConfig.model_validate(data)
+        log(f"[{stage}] taken from the stages whose outputs it reads: "
+            + ", ".join(f"{k} {_show(v)}" for k, v in adopted.items()))
+    unused = [k for k in sorted(given) if not _applies(stage, k)]
+    if unused:
+        users = sorted({s for k in unused for s in STAGE_OPTIONS if _applies(s, k)})
+        log(f"[{stage}] not applied by {stage}, saved in {folder.config} for "
+            f"{', '.join(users) or 'other stages'}: "
+            + ", ".join(f"{k} {_show(current.get(k))}" for k in unused))
+    if folder.config.is_file():
+        try:
+            saved = config_leaves(yaml.safe_load(folder.config.read_text()) or {})
+        except (yaml.YAMLError, AttributeError):
+            saved = {}
+        now = config_leaves(config)
+        changed = {k: (saved.get(k), v) for k, v in now.items()
+                   if k not in _EVERY_STAGE and k in saved and saved[k] != v}
+        if changed:
+            later = [s for s in ("fit", "evaluate", "report", "train")
+                     if s != stage and (folder.manifest(s) is not None or s in _later(stage))]
+            log(f"[{stage}] options changed from {folder.config}: "
+                + ", ".join(f"{k} {_show(a)} -> {_show(b)}" for k, (a, b) in changed.items())
+                + f"; saved there when {stage} finishes (stages/{stage}.json records them), so "
+                f"{', '.join(dict.fromkeys(later)) or 'later stages'} run from it will use them")
+    return config
+
+
+def _later(stage: str) -> tuple[str, ...]:
+    order = ("features", "fit", "evaluate", "report")
+    return order[order.index(stage) + 1:] if stage in order else ()
+
+
+def _stage_config(args: argparse.Namespace, stage: str) -> RunConfig:
+    """The config of a stage command, checked against its run folder (:func:`stage_options`)."""
+    config = _config_from_args(args)
+    return stage_options(stage, config, set(_given(args)), _explicit(args))
+
+
+#: BLAS / OpenMP thread variables, read by each library when it loads.
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                     "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+#: The user's own thread variables (before :func:`set_threads` sets any).
+_USER_THREADS = {v: os.environ[v] for v in _THREAD_VARIABLES if os.environ.get(v)}
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity; cgroup or taskset limits)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def set_threads(n: int | None) -> int:
+    """Use ``n`` threads for BLAS (numpy, scipy: threadpoolctl) and torch; returns it.
+
+    ``None``: the cores available to the process, unless a thread variable such as
+    ``OMP_NUM_THREADS`` is set in the environment, which is then left to decide. The
+    variables are also set, for libraries loaded later and for child processes.
+    """
+    if n is None:
+        if _USER_THREADS:
+            os.environ.update(_USER_THREADS)
+            return int(_USER_THREADS.get("OMP_NUM_THREADS") or 0) or available_cores()
+        n = available_cores()
+    for var in _THREAD_VARIABLES:
+        os.environ[var] = str(n)
+    import numpy  # noqa: F401  (their BLAS loaded, so that the limit reaches it)
+    import scipy.linalg  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n)
+    if "torch" in sys.modules:  # a torch imported later reads OMP_NUM_THREADS
+        sys.modules["torch"].set_num_threads(n)
+    return n
+
+
+def _threads_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of threads, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _stage(name: str):
     def run(args: argparse.Namespace) -> int:
-        config = _config_from_args(args)
+        config = _stage_config(args, name)
         from cinebrain.pipelines import ridge
 
         print(f"[{name}] run folder {config.out}")
@@ -107,7 +379,7 @@ def _stage(name: str):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    config = _config_from_args(args)
+    config = _stage_config(args, "run")
     from cinebrain.pipelines import ridge
 
     print(f"run folder {config.out}")
@@ -116,7 +388,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    config = _config_from_args(args)
+    config = _stage_config(args, "train")
     from cinebrain.pipelines import autoencoder
 
     autoencoder.check(config)  # a bad preset, modality or shape fails before any work
@@ -236,6 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
         "encoding models, per-voxel scores against a noise ceiling, brain maps and reports.",
     )
     parser.add_argument("--version", action="version", version=f"cinebrain {__version__}")
+    parser.add_argument(
+        "--threads", dest="global_threads", type=_threads_arg, metavar="N",
+        help="BLAS and torch threads of every command (default: the cores available to the "
+        "process, or OMP_NUM_THREADS where set); a run's config key `threads`. Several fits "
+        "side by side: --threads 1 each")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="simulate a study (if absent) and run the whole pipeline on it")
@@ -333,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if not hasattr(args, "config"):  # commands with a run config set it from the config
+            set_threads(args.global_threads)
         return int(args.func(args) or 0)
     except InputError as e:
         print(f"cinebrain: error: {e}", file=sys.stderr)

@@ -238,17 +238,23 @@ class Manifest:
     files: dict[str, list[int]] = field(default_factory=dict)  # relpath -> [size, mtime_ns]
     info: dict[str, Any] = field(default_factory=dict)
     finished: float = 0.0
+    #: the options the stage ran with (the config.yaml it wrote; None: it wrote none)
+    config: dict[str, Any] | None = None
+    #: dotted key -> [value before, value after]: what it changed in the run's config.yaml
+    config_changes: dict[str, list[Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "id": self.id, "config_hash": self.config_hash,
                 "depends": self.depends, "files": self.files, "info": self.info,
-                "finished": self.finished}
+                "finished": self.finished, "config": self.config,
+                "config_changes": self.config_changes}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Manifest:
         return cls(stage=d["stage"], id=d["id"], config_hash=d.get("config_hash"),
                    depends=dict(d.get("depends", {})), files=dict(d.get("files", {})),
-                   info=dict(d.get("info", {})), finished=float(d.get("finished", 0.0)))
+                   info=dict(d.get("info", {})), finished=float(d.get("finished", 0.0)),
+                   config=d.get("config"), config_changes=dict(d.get("config_changes") or {}))
 
 
 class RunFolder(_Layout):
@@ -380,6 +386,7 @@ class RunFolder(_Layout):
                 old_files |= {p.relative_to(self.base).as_posix()
                               for p in folder.rglob("*") if p.is_file()}
         manifest_path = self.manifest_path(staged.stage)
+        config, changes = _config_change(self.config, staged.config)
         # Invalidate first: a crash between here and the new manifest leaves the stage
         # "not finished" rather than a mixture that claims to be one.
         with contextlib.suppress(FileNotFoundError):
@@ -400,7 +407,7 @@ class RunFolder(_Layout):
             files[rel] = [st.st_size, st.st_mtime_ns]
         _remove_empty_dirs(self.base, {Path(r).parent for r in old_files})
         m = Manifest(staged.stage, staged.id, staged.config_hash, staged.depends, files,
-                     staged.info, time.time())
+                     staged.info, time.time(), config, changes)
         write_json(manifest_path, m.to_dict())
 
 
@@ -420,6 +427,33 @@ class StagedFolder(_Layout):
         self.depends = depends
         self.config_hash = config_hash
         self.info: dict[str, Any] = {}
+
+
+def _config_change(old: Path, new: Path) -> tuple[dict | None, dict[str, list[Any]]]:
+    """The config a stage wrote (``new``), and what it changed of the run's (``old``)."""
+    import yaml
+
+    from cinebrain.config import config_leaves
+
+    if not new.is_file():
+        return None, {}
+    config = yaml.safe_load(new.read_text()) or {}
+    if not old.is_file():
+        return config, {}
+    try:
+        before = config_leaves(yaml.safe_load(old.read_text()) or {})
+    except (yaml.YAMLError, AttributeError):
+        return config, {}
+    after = config_leaves(config)
+    changes = {k: [before.get(k), v] for k, v in after.items() if before.get(k) != v}
+    changes.update({k: [v, None] for k, v in before.items() if k not in after})
+    for k in _NOT_RESULTS:  # where the folder is, bars, threads: no result depends on them
+        changes.pop(k, None)
+    return config, changes
+
+
+#: Options that change no result.
+_NOT_RESULTS = ("out", "progress", "threads")
 
 
 def _remove_empty_dirs(root: Path, dirs: Iterable[Path]) -> None:
