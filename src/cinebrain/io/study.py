@@ -359,7 +359,8 @@ class Study(BaseModel):
         if with_events:
             stim = self.stimulus
             movie = [k for k in ("video", "audio", "transcript") if getattr(stim, k) is not None]
-            for loc, run in zip(with_events, (r for s in self.subjects.values() for r in s.runs)):
+            all_runs = [r for s in self.subjects.values() for r in s.runs]
+            for loc, run in zip(with_events, all_runs, strict=True):
                 if movie and run.segment is None:
                     raise ValueError(
                         f"{loc} has no segment but the study has a stimulus.{movie[0]}; give "
