@@ -299,7 +299,7 @@ def response_names(study: Study, subjects: Sequence[str] | None = None) -> list[
                              f"({', '.join(first)})",
                              "give every run the same column names (or none at all)")
         if names != first:
-            diff = next((i for i, (a, b) in enumerate(zip(names, first)) if a != b),
+            diff = next((i for i, (a, b) in enumerate(zip(names, first, strict=False)) if a != b),
                         min(len(names), len(first)))
             got = names[diff] if diff < len(names) else "nothing"
             want = first[diff] if diff < len(first) else "nothing"

@@ -159,5 +159,5 @@ def check_shared_runs(runs: Mapping[str, Sequence[tuple[str, int]]]) -> None:
             raise ValueError(f"{s} holds out runs {', '.join(n for n, _ in got)} but {first} "
                              f"holds out {', '.join(n for n, _ in want)}")
         if list(got) != list(want):
-            name, a, b = next((n, a, b) for (n, a), (_, b) in zip(got, want) if a != b)
+            name, a, b = next((n, a, b) for (n, a), (_, b) in zip(got, want, strict=True) if a != b)
             raise ValueError(f"{s}'s run {name} has {a} held-out TRs but {first}'s has {b}")

@@ -291,7 +291,6 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
         split_r2,
         variance_partitioning,
     )
-
     from cinebrain.evaluate.regions import region_group_table
 
     run = RunFolder(config.out)
