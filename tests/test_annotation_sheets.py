@@ -167,6 +167,10 @@ def test_empty_rows_skipped_with_a_count(tmp_path):
     _xlsx(path, [["s", "e"], [1, 2], [3, None]])
     with pytest.raises(InputError, match="sheet row 3"):
         read_annotations(path, onset="s", offset="e")
+    # A blank line of a CSV counts as a row, as a spreadsheet shows it.
+    csv = _csv(tmp_path / "sheet.csv", "s,e\n1,2\n\n,\n3,x\n")
+    with pytest.raises(InputError, match="sheet row 5: 'x'"):
+        read_annotations(csv, onset="s", offset="e", warn=False)
 
 
 # --------------------------------------------------------------------------- 5. multi-valued
@@ -298,11 +302,14 @@ def test_every_reading_option_is_in_the_cache_key(tmp_path):
 def test_rest_at_the_end_of_an_annotation_only_study(tmp_path):
     folder = tmp_path / "s"
     folder.mkdir()
-    (folder / "sheet.csv").write_text("onset,offset,place\n0,20,park\n20,40,street\n")
+    # Regular rows with a numeric column would look like a 40 s stream: annotations alone
+    # are events, so the run may go on in rest.
+    (folder / "sheet.csv").write_text(
+        "onset,offset,place,loud\n0,10,park,1\n10,20,park,2\n20,30,street,3\n30,40,street,1\n")
     np.save(folder / "r.npy", np.random.default_rng(0).standard_normal((60, 1)).astype(np.float32))  # 90 s scanned, 40 s annotated
     (folder / "study.yaml").write_text(
         "name: s\ntr: 1.5\nstimulus:\n  annotations: {path: sheet.csv, onset: onset, offset: offset,"
-        " categorical: [place]}\nsubjects:\n  a:\n    runs:\n"
+        " categorical: [place], numeric: [loud]}\nsubjects:\n  a:\n    runs:\n"
         "      - {name: r, responses: r.npy, segment: [0, 90]}\n")
     study = load_study(folder / "study.yaml")
     spaces = extract_stimulus_features(study, **NO_MEDIA)

@@ -63,7 +63,8 @@ def read_table(path: str | os.PathLike, sheet: str | int | None = None) -> pd.Da
                     )
                 df = pd.read_excel(book, sheet_name=sheet)
         else:
-            df = pd.read_csv(path, sep=TABLE_EXTENSIONS[suffix])
+            # Blank lines kept (and then skipped with a count), so rows keep their numbers.
+            df = pd.read_csv(path, sep=TABLE_EXTENSIONS[suffix], skip_blank_lines=False)
     except InputError:
         raise
     except pd.errors.EmptyDataError:
