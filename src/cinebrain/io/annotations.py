@@ -93,7 +93,8 @@ def read_table(path: str | os.PathLike, sheet: str | int | None = None) -> pd.Da
         )
     df = df.reset_index(drop=True)
     df.attrs["sheet_rows"] = rows
-    df.attrs["empty_rows"] = int(n - len(df))
+    # Blank rows between rows are counted; blank lines after the last row are just the end.
+    df.attrs["empty_rows"] = int((~keep[: rows[-1] - 1]).sum())
     return df
 
 
