@@ -6,8 +6,10 @@ methods, see :mod:`cinebrain.report.layout`)::
     summary              per-subject headline numbers, the significance test in words,
                          ROI rows, ground-truth recovery rows
     metric(s, name)      r, r2, ceiling, r_normalised, q_fdr (or p_fdr), alpha,
-                         unique_<space>, split_r2_<space>: arrays (n_voxels,)
-    roi_summary          per region and subject (CSV)
+                         unique_<space>, split_r2_<space>, and for every group reference
+                         of evaluate.reference r_<ref>, r2_<ref>, ceiling_<ref>:
+                         arrays (n_voxels,)
+    roi_summary          per region and subject (CSV), with the group references' scores
     ground_truth         recovery of a simulated study's truth (JSON rows)
 
 and writes, into the report stage's folder::
@@ -50,7 +52,7 @@ from cinebrain.report.page import (
 )
 
 #: Per-voxel metrics mapped to NIfTI, in display order; prefixes name one map per space.
-MAP_METRICS = ("r", "r2", "ceiling", "r_normalised")
+MAP_METRICS = ("r", "r2", "ceiling", "r_normalised", "r_group_mean", "r_leave_one_out_mean")
 MAP_PREFIXES = ("unique_", "split_r2_")
 #: Metrics drawn for the group (mean or only subject); per subject only r is drawn.
 PLOT_METRICS = ("r", "r_normalised", "ceiling")
@@ -64,6 +66,8 @@ _TITLES = {
     "ceiling": "noise ceiling (r)",
     "r_normalised": "r / noise ceiling",
     "r_significant": "Pearson r, FDR-significant voxels",
+    "r_group_mean": "Pearson r against the group-mean response",
+    "r_leave_one_out_mean": "Pearson r against the other subjects' mean",
 }
 
 
