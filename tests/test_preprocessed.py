@@ -281,3 +281,19 @@ def _write_study(folder, **top):
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def test_autoencoder_inputs_sit_at_the_acquisition_time():
+    """The autoencoder's per-TR inputs (its HRF is learned) follow slice_time_ref and
+    response_shift as the ridge design does: on the ramp, the TR ending at the volume's
+    acquisition time, (k + ref) * tr + shift."""
+    from cinebrain.data.inputs import stimulus_inputs
+
+    fs = _ramp()
+    k = np.arange(100)
+    for ref, shift in ((1.0, 0.0), (0.5, 0.0), (1.0, 4.5), (0.0, -1.5)):
+        x = stimulus_inputs({"audio.x": fs}, [_run(n=100, offset=3.0, shift=shift)], TR,
+                            {"audio": "audio.x"}, {"audio": (1,)}, slice_time_ref=ref)["audio"]
+        want = (k + ref - 0.5) * TR + shift - 3.0
+        ok = want - TR / 2 > 0
+        np.testing.assert_allclose(x[ok, 0], want[ok], atol=2e-4)

@@ -38,7 +38,7 @@ from cinebrain.errors import InputError
 from cinebrain.features.annotations import space_for_run
 from cinebrain.features.base import FeatureSpace
 from cinebrain.io.study import Study
-from cinebrain.timing import HRF_MODELS, convolve_hrf, resample
+from cinebrain.timing import HRF_MODELS, convolve_hrf, grid_offset, resample
 
 __all__ = [
     "SubjectDesign",
@@ -94,10 +94,10 @@ def _run_features(fs: FeatureSpace, r: RunTiming, tr: float, hrf: str,
     stimulus shown before the first volume (or after the last, for negative delays) is
     lost; the padding is the run's own segment, never another run's."""
     n = r.n_trs
-    # Sampling at (k + ref) * tr instead of (k + 1) * tr is the stimulus arriving
-    # (1 - ref) * tr later on the grid; an HRF counts from the acquisition, shift later.
-    offset = r.offset + (1.0 - slice_time_ref) * tr - (r.response_shift if hrf in HRF_MODELS
-                                                       else 0.0)
+    # An HRF counts from the acquisition; FIR delays and hrf: none from the volume's
+    # place on the grid (the responses' own clock).
+    offset = grid_offset(r.offset, tr, slice_time_ref,
+                         r.response_shift if hrf in HRF_MODELS else 0.0)
     before = max(0, math.ceil(-offset / tr - 1e-9))
     after = max(0, -min(delays)) if hrf == "fir" else 0
     if before or after:

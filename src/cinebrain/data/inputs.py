@@ -20,7 +20,7 @@ from cinebrain.data.study import RunTiming
 from cinebrain.errors import InputError
 from cinebrain.features.annotations import space_for_run
 from cinebrain.features.base import FeatureSpace
-from cinebrain.timing import resample
+from cinebrain.timing import grid_offset, resample
 
 __all__ = [
     "ModelData",
@@ -88,16 +88,21 @@ def input_space(spaces: Mapping[str, FeatureSpace], modality: str, space: str,
 def stimulus_inputs(spaces: Mapping[str, FeatureSpace], timings: Sequence[RunTiming], tr: float,
                     space_of: Mapping[str, str], shapes: Mapping[str, tuple[int, ...]], *,
                     video_channels: Sequence[str] = ("luminance", "motion"),
-                    pixel_size: tuple[int, int] = (32, 18)) -> dict[str, np.ndarray]:
+                    pixel_size: tuple[int, int] = (32, 18),
+                    slice_time_ref: float = 1.0) -> dict[str, np.ndarray]:
     """Per-TR inputs of every modality of ``space_of`` (modality -> feature space), runs
     stacked: ``{modality: (n_trs, *shapes[modality])}`` float32. Each space is resampled
-    onto each run's TR grid (:func:`cinebrain.timing.resample`)."""
+    onto each run's TR grid (:func:`cinebrain.timing.resample`), placed at each volume's
+    acquisition time (``slice_time_ref``, the run's ``response_shift``:
+    :func:`cinebrain.timing.grid_offset`); stimulus shown before a run's first TR is not
+    an input."""
     out = {}
     for m, space in space_of.items():
         fs = input_space(spaces, m, space, shapes[m], video_channels=video_channels,
                          pixel_size=pixel_size)
         per_run = [resample(space_for_run(fs, t.subject, t.name, t.segment[0], t.offset), tr,
-                            t.n_trs, t.offset, tuple(t.segment)) for t in timings]
+                            t.n_trs, grid_offset(t.offset, tr, slice_time_ref, t.response_shift),
+                            tuple(t.segment)) for t in timings]
         out[m] = np.concatenate(per_run, axis=0).reshape(-1, *shapes[m]).astype(np.float32)
     return out
 

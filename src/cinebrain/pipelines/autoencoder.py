@@ -124,11 +124,12 @@ def prepare(config: RunConfig, log: Log = _print) -> ModelData:
                             run_index_from_lengths(lengths), study.tr, config.alignment.high_pass)
         train, val, test = split_ranges(lengths, test_runs, settings.val_fraction, gap,
                                         f"{config.study} ({subject})")
-        key = tuple((t.n_trs, tuple(t.segment), t.offset) for t in timings)
+        key = tuple((t.n_trs, tuple(t.segment), t.offset, t.response_shift) for t in timings)
         if key not in cache:
             cache[key] = stimulus_inputs(spaces, timings, study.tr, _space_of(settings), shapes,
                                          video_channels=settings.video_channels,
-                                         pixel_size=tuple(config.features.pixel_size))
+                                         pixel_size=tuple(config.features.pixel_size),
+                                         slice_time_ref=study.slice_time_ref)
         train_rows = np.concatenate([np.arange(a, b) for a, b in train + val])
         inputs = {}
         for m, x in cache[key].items():

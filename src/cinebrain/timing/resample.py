@@ -1,7 +1,8 @@
 """Put a feature space, sampled in stimulus time, onto a run's TR grid.
 
 Volume ``k`` of a run covers scan time ``[k * tr, (k + 1) * tr)``. Stimulus time ``s``
-shown in the run appears at scan time ``offset + (s - segment[0])``. Every sample of a
+shown in the run appears at scan time ``offset + (s - segment[0])``. A study's
+``slice_time_ref`` and a run's ``response_shift`` move that grid: :func:`grid_offset`. Every sample of a
 :class:`~cinebrain.features.base.FeatureSpace` covers an interval of stimulus time; its
 weight in a TR is the length of the overlap of that interval with the TR (seconds).
 Nothing is interpolated or time-warped: a sample only ever counts where it was shown.
@@ -22,6 +23,21 @@ if TYPE_CHECKING:  # timing sits left of features: use the type, never import it
 # Overlaps shorter than this (seconds) are floating-point noise at a shared boundary
 # (e.g. a frame ending exactly where a TR starts, computed as 3.0000000000000004).
 _MIN_OVERLAP_S = 1e-6
+
+
+def grid_offset(offset: float, tr: float, slice_time_ref: float = 1.0,
+                response_shift: float = 0.0) -> float:
+    """The ``offset`` to resample with so that TR ``k`` of the grid ends at the time of
+    volume ``k`` (see :mod:`cinebrain.timing`).
+
+    Volume ``k`` is placed at scan time ``(k + slice_time_ref) * tr`` and was acquired
+    ``response_shift`` seconds later; :func:`resample` averages the stimulus over TR
+    ``k``, which ends at ``(k + 1) * tr``. Sampling ``d`` seconds earlier is the stimulus
+    arriving ``d`` seconds later on the grid, so the stimulus's scan offset becomes
+    ``offset + (1 - slice_time_ref) * tr - response_shift`` (may be negative: the
+    stimulus then started before the grid). The defaults return ``offset`` unchanged.
+    """
+    return float(offset) + (1.0 - float(slice_time_ref)) * float(tr) - float(response_shift)
 
 
 def tr_times(n_trs: int, tr: float, offset: float = 0.0, segment: tuple[float, float] | None = None) -> np.ndarray:
