@@ -297,3 +297,44 @@ def test_autoencoder_inputs_sit_at_the_acquisition_time():
         want = (k + ref - 0.5) * TR + shift - 3.0
         ok = want - TR / 2 > 0
         np.testing.assert_allclose(x[ok, 0], want[ok], atol=2e-4)
+
+
+def _roi_study(folder, shift=4.5, n=120):
+    """Two runs of ROI responses already shifted by ``shift`` s, a slow annotation
+    column, no movie."""
+    import yaml
+
+    rng = np.random.default_rng(3)
+    bounds = np.arange(0.0, 2 * n * TR + 1e-9, 12.0)
+    rows = ["onset\toffset\tarousal"] + [f"{a:g}\t{b:g}\t{rng.uniform():.3f}"
+                                            for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    (folder / "sheet.tsv").write_text("\n".join(rows) + "\n")
+    runs = []
+    for i in range(2):
+        np.save(folder / f"roi{i + 1}.npy", rng.standard_normal((n, 3)).astype(np.float32))
+        runs.append({"name": f"run-{i + 1}", "responses": f"roi{i + 1}.npy",
+                     "segment": [i * n * TR, (i + 1) * n * TR], "response_shift": shift})
+    study = {"name": "roi", "tr": TR, "stimulus": {"annotations": {
+        "path": "sheet.tsv", "onset": "onset", "offset": "offset", "numeric": ["arousal"]}},
+        "subjects": {"sub-01": {"runs": runs}}}
+    (folder / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    return folder / "study.yaml"
+
+
+def test_shifted_study_through_the_cli(tmp_path, capsys):
+    """A study with response_shift runs from the command line with negative delays or
+    hrf: none; a delay reaching past the shift is one line, exit 2."""
+    from cinebrain.cli import main
+
+    study = _roi_study(tmp_path)
+    common = ["--study", str(study), "--out", str(tmp_path / "run"), "--no-progress",
+              "--features-video", "--features-audio", "--features-transcript",
+              "--no-features-annotation-text", "--model-kind", "ridge", "--model-cv-folds", "2"]
+    assert main(["features", *common]) == 0
+    assert main(["fit", *common, "--alignment-hrf", "fir", "--alignment-delays", "-3", "0", "1"]) == 0
+    assert main(["fit", *common, "--alignment-hrf", "none"]) == 0
+    capsys.readouterr()
+    assert main(["fit", *common, "--alignment-hrf", "fir", "--alignment-delays", "-4", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "delay -4 TR would predict subject sub-01 run run-1" in err
+    assert "use delays >= -3 TRs" in err
