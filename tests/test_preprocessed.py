@@ -73,8 +73,7 @@ def test_slice_time_ref_as_nilearn_states_it(onset, duration):
     """A block event through the ridge design matches nilearn's GLM regressor
     (compute_regressor, spm) sampled at nilearn's frame times (k + slice_time_ref) * tr,
     within 5 % of its peak (the design averages the stimulus over each TR first: 0.2-4 %
-    measured); one
-    slice_time_ref against another's frame times is far off."""
+    measured); one slice_time_ref against another's frame times is far off."""
     from nilearn.glm.first_level import compute_regressor
 
     fs = FeatureSpace("event", np.ones((1, 1), np.float32), np.array([onset]),
