@@ -187,7 +187,10 @@ class Run(BaseModel):
     Volume ``k`` covers scan time ``[k * tr, (k + 1) * tr)``; stimulus second ``s`` was
     shown at scan time ``offset + (s - segment[0])``. A run with its own ``events`` in a
     study without a movie is on its own clock: ``segment`` defaults to the whole run and
-    is read in scan seconds; its TRs after the last event (rest) get zero features.
+    is read in scan seconds; its TRs after the last event (rest) get zero features. The
+    study's ``slice_time_ref`` says where in its TR a volume was sampled, and
+    ``response_shift`` that it was acquired that many seconds later than its place in the
+    file says (responses already shifted for the haemodynamic lag).
     """
 
     model_config = _CONFIG
