@@ -4,7 +4,7 @@
     python benchmarks/significance.py --small    # quick sanity run
 
 Simulated studies: ``--features`` slow stimulus features (AR(1), phi 0.9) per run, responses
-with AR(1) noise (phi 0.5); in a driven study a third of the targets carry a linear
+with AR(1) noise (phi 0.5), z-scored per run as ``cinebrain fit`` cleans them; in a driven study a third of the targets carry a linear
 response to the features (signal-to-noise amplitude ratio from 0.05 to 0.4). Every run is
 predicted by ridge fit on the other runs (:func:`cinebrain.linear.fit_encoding_model`,
 leave-one-run-out, penalty per target by inner CV). Three tests of the same predictions:
@@ -66,7 +66,17 @@ def simulate(seed, n_runs, n_trs, n_features, n_targets, driven):
         signal = X @ rng.standard_normal((n_features, n_driven))
         signal *= rng.uniform(0.05, 0.4, n_driven) / signal.std(axis=0)
         Y[:, :n_driven] += signal
-    return X, Y, np.repeat(np.arange(n_runs), n_trs), mask
+    return X, zscore_runs(Y, [n_trs] * n_runs), np.repeat(np.arange(n_runs), n_trs), mask
+
+
+def zscore_runs(Y, lengths):
+    """Responses z-scored per run, as ``cinebrain fit`` cleans them."""
+    out, start = np.empty_like(Y), 0
+    for n in lengths:
+        y = Y[start:start + n]
+        out[start:start + n] = (y - y.mean(axis=0)) / y.std(axis=0)
+        start += n
+    return out
 
 
 def phase_randomise_each(Y, lengths, rng):
@@ -168,7 +178,8 @@ def main() -> None:
                 fixed_found = {t: [] for t in sig_fixed}
             for t, sig in sig_fixed.items():
                 fixed_found[t].append(sig[mask].sum())
-            Yn = phase_randomise_each(Y, lengths, np.random.default_rng(300 + s))
+            Yn = zscore_runs(phase_randomise_each(Y, lengths, np.random.default_rng(300 + s)),
+                             lengths)
             Yt, P = loro_predict(X, Yn, run_index)
             for t, p in p_values(Yt, P, lengths, args.surrogates).items():
                 below["phase"][t].append(p < 0.05)

@@ -33,14 +33,25 @@ def _ar1(rng, n, m, phi):
 
 
 def _study(seed, n_runs, n_trs, n_targets=300, n_features=10, driven=0, snr=(0.05, 0.4)):
-    """Slow features, AR(1) responses; the first ``driven`` targets respond linearly."""
+    """Slow features, AR(1) responses z-scored per run (as ``cinebrain fit`` cleans them);
+    the first ``driven`` targets respond linearly."""
     rng = np.random.default_rng(seed)
     X = np.concatenate([_ar1(rng, n_trs, n_features, 0.9) for _ in range(n_runs)])
     Y = np.concatenate([_ar1(rng, n_trs, n_targets, 0.5) for _ in range(n_runs)])
     if driven:
         signal = X @ rng.standard_normal((n_features, driven))
         Y[:, :driven] += signal * rng.uniform(*snr, driven) / signal.std(axis=0)
-    return X, Y, np.repeat(np.arange(n_runs), n_trs), [n_trs] * n_runs
+    return X, _zscore_runs(Y, [n_trs] * n_runs), np.repeat(np.arange(n_runs), n_trs), [n_trs] * n_runs
+
+
+def _zscore_runs(Y, lengths):
+    """Responses z-scored per run, as ``cinebrain fit`` cleans them."""
+    out, start = np.empty_like(Y), 0
+    for n in lengths:
+        y = Y[start:start + n]
+        out[start:start + n] = (y - y.mean(axis=0)) / y.std(axis=0)
+        start += n
+    return out
 
 
 def _phase_randomised(Y, lengths, seed):
@@ -92,7 +103,7 @@ def test_calibrated_on_null_data_for_3_and_12_runs(n_runs, n_trs, null):
         X, Y, run_index, lengths = _study(1, n_runs, n_trs, n_targets=400)
     else:
         X, Y, run_index, lengths = _study(2, n_runs, n_trs, n_targets=400, driven=400)
-        Y = _phase_randomised(Y, lengths, seed=3)
+        Y = _zscore_runs(_phase_randomised(Y, lengths, seed=3), lengths)
     Yt, P = _loro_cv(X, Y, run_index)
     res = significance_test(Yt, P, lengths, tr=2.0, scheme="leave_one_run_out")
     assert res.runs == "loro_pooled" and not res.separate
@@ -148,9 +159,10 @@ def test_null_moments_equal_explicit_surrogates():
 # --------------------------------------------------------------------------- power
 def test_power_on_a_12_run_study():
     """12 runs, a third of the targets driven: at FDR 5 % the default finds several times
-    more driven targets than the per-run Cauchy combination it replaces, with no false
-    discovery, and as many as the pooled test finds when the pooled test is held to the
-    false-positive rate it really has (its null variance doubled, ``bound="double"``)."""
+    more driven targets than the per-run Cauchy combination it replaces, with no more false
+    discoveries than FDR allows, and no fewer than the pooled test held to a valid null
+    (the within-run null with its variance doubled, ``bound="double"``). The plain pooled
+    test finds more, but its null is too narrow here (see the test above)."""
     X, Y, run_index, lengths = _study(6, 12, 60, n_targets=300, driven=100)
     Yt, P = _loro_cv(X, Y, run_index)
     driven = np.arange(Y.shape[1]) < 100
@@ -159,7 +171,7 @@ def test_power_on_a_12_run_study():
                                  runs="separate")
     double = fdr_bh(leave_one_run_out_test(Yt, P, lengths, bound="double")[1])[0]
     found = default.significant[driven].sum()
-    assert found >= max(10, 3 * separate.significant[driven].sum())
+    assert found >= max(8, 3 * separate.significant[driven].sum())  # 12 and 0 here
     assert found >= double[driven].sum()
     assert default.significant[~driven].sum() <= 0.05 * max(default.significant.sum(), 1) + 1
 
