@@ -146,20 +146,25 @@ def describe_significance_test(null: str = "phase", n_permutations: int = 1000,
     ``runs``: how runs were tested (:data:`RUN_TESTS`; default from ``separate``)."""
     if not n_permutations:
         return None
-    if null == "phase":
-        what = f"phase-randomised predictions ({n_permutations} surrogates)"
-    else:
-        what = f"block permutation ({block_s:g} s blocks, {n_permutations} permutations)"
     runs = runs or ("separate" if separate else "pooled")
     if runs not in RUN_TESTS:
         raise ValueError(f"runs must be one of {RUN_TESTS}, got {runs!r}")
+    if null == "phase" and runs == "loro_pooled":
+        what = "phase-randomised predictions (the null's exact mean and per-run variances)"
+    elif null == "phase":
+        what = f"phase-randomised predictions ({n_permutations} surrogates)"
+    else:
+        what = f"block permutation ({block_s:g} s blocks, {n_permutations} permutations)"
+    widened = ("widened to its bound over the runs (at most doubled)" if null == "phase"
+               else "doubled")
     how = {
         "pooled": "",
         "separate": "each held-out run tested on its own (normal fit of its null), p-values "
                     "combined by the Cauchy combination; ",
         "loro_pooled": "r over all held-out TRs of the leave-one-run-out folds, null drawn "
-                       "within each run independently, read by its normal fit with the "
-                       "variance doubled (the bound on the pooled r's variance when each "
-                       "run is predicted from the others: valid for any number of runs); ",
+                       "within each run independently, p from a normal with the null's "
+                       f"mean and its variance {widened}, as the pooled r varies more than "
+                       "the null when each run is predicted from the others (valid for any "
+                       "number of runs); ",
     }[runs]
     return f"one-sided r > 0 against {what}; {how}Benjamini-Hochberg FDR {fdr:g}"
