@@ -131,6 +131,9 @@ class EvaluateConfig(Section):
 
     @model_validator(mode="after")
     def _applied(self):
+        off = "n_permutations is 0: no significance test"
+        for name in ("null", "runs", "block_s"):
+            unused_option(self, name, self.n_permutations == 0, off)
         unused_option(self, "block_s", self.null != "block", f"null is {self.null}; the "
                       "block length is used only with null: block")
         return self
