@@ -126,6 +126,8 @@ def test_none_is_refused_where_null_is_not_allowed(capsys):
     (["--model-kind", "ridge", "--model-n-iter", "50"], "model.n_iter", "kind: banded"),
     (["--model-device", "cuda"], "model.device", "backend: torch"),
     (["--evaluate-block-s", "30"], "evaluate.block_s", "null: block"),
+    (["--evaluate-n-permutations", "0", "--evaluate-runs", "pooled"], "evaluate.runs",
+     "no significance test"),
 ])
 def test_values_that_are_not_applied_are_refused(flags, key, why, capsys, tmp_path):
     err = _error(capsys, ["fit", "--study", "s.yaml", "--out", str(tmp_path / "r"), *flags])
