@@ -239,16 +239,18 @@ def stage_options(stage: str, config: RunConfig, given: set[str], explicit: set[
       the model of an evaluation) must be the one that stage ran with (its manifest records
       its config): given explicitly with another value it is refused (rerun that stage);
       left at its default it is taken from that stage, with a line saying so.
-    ``given``: keys set on the command line; ``explicit``: those and the config file's.
-
     * Options given on the command line that this stage does not apply are named: they
       are saved in the run folder's config.yaml for the stages that use them.
     * Options that differ from the run folder's config.yaml are named, with the stages that
       will run from them; the stage's manifest records them (``config_changes``).
+
+    ``given``: keys set on the command line; ``explicit``: those and the config file's.
+    Returns the config the stage runs with.
     """
     import yaml
+    from pydantic import ValidationError
 
-    from cinebrain.config import PATH_KEYS
+    from cinebrain.config import PATH_KEYS, config_error
     from cinebrain.pipelines.runfolder import COMMAND, RunFolder
 
     folder = RunFolder(config.out)
@@ -279,7 +281,10 @@ def stage_options(stage: str, config: RunConfig, given: set[str], explicit: set[
             for part in parents:
                 node = node[part]
             node[last] = value
-        config = RunConfig.model_validate(data)
+        try:
+            config = RunConfig.model_validate(data)
+        except ValidationError as e:
+            raise config_error(f"{folder.root} (options of its earlier stages)", e, RunConfig) from None
         log(f"[{stage}] taken from the stages whose outputs it reads: "
             + ", ".join(f"{k} {_show(v)}" for k, v in adopted.items()))
     unused = [k for k in sorted(given) if not _applies(stage, k)]
