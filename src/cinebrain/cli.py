@@ -130,7 +130,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         default = field.get_default(call_default_factory=True)
         help_ = f"{field.description or ''} ({dotted}; default: {default})"
         if nullable:
-            help_ += "; none: null"
+            help_ += "; none (or null) sets it to null"
         kwargs: dict[str, Any] = {"dest": dotted, "default": None, "help": help_}
         origin = get_origin(ann)
         # ``none`` / ``null`` sets a nullable option to null; elsewhere it is refused
