@@ -95,14 +95,17 @@ class EvaluateConfig(Section):
         "phase", description="which null the significance test uses: phase-randomised "
         "surrogates of the prediction (keeps its spectrum) or shuffled blocks of block_s",
     )
-    runs: Literal["auto", "pooled", "loro_pooled", "separate"] = Field(
+    runs: Literal["auto", "pooled", "loro_pooled", "separate", "refit"] = Field(
         "auto", description="how held-out runs are tested: pooled (r over all held-out TRs, "
         "null drawn within each run); loro_pooled (the same r and null, its variance "
         "widened to the bound on the pooled r's: valid under leave-one-run-out, whose runs are predicted by models fit on "
         "each other's responses, so their r are dependent and the pooled null is too "
         "narrow; evidence grows with the number of runs); separate (each run on its own, "
         "p-values combined by the Cauchy combination: valid, but many runs give no more "
-        "evidence than one); auto: loro_pooled under leave-one-run-out, pooled otherwise",
+        "evidence than one); refit (the same r against phase-randomised responses passed "
+        "through every fold's fit with its chosen penalties, scored as the data are: "
+        "computed by cinebrain fit, n_permutations surrogates; null: phase only); auto: "
+        "loro_pooled under leave-one-run-out, pooled otherwise",
     )
     n_permutations: int = Field(
         1000, ge=0, le=100000,
@@ -136,6 +139,9 @@ class EvaluateConfig(Section):
             unused_option(self, name, self.n_permutations == 0, off)
         unused_option(self, "block_s", self.null != "block", f"null is {self.null}; the "
                       "block length is used only with null: block")
+        if self.runs == "refit" and self.null != "phase" and self.n_permutations:
+            raise ValueError("runs: refit phase-randomises the responses; set null: phase, "
+                             "or choose another evaluate.runs")
         return self
 
     @field_validator("reference", mode="before")

@@ -27,9 +27,9 @@ from cinebrain.evaluate.stats import (
 )
 
 NULLS = ("phase", "block")
-RUNS = ("auto", "pooled", "loro_pooled", "separate")
+RUNS = ("auto", "pooled", "loro_pooled", "separate", "refit")
 #: How held-out runs were tested, as :func:`run_test` names it.
-RUN_TESTS = ("pooled", "loro_pooled", "separate")
+RUN_TESTS = ("pooled", "loro_pooled", "separate", "refit")
 
 
 class SignificanceResult(NamedTuple):
@@ -49,7 +49,11 @@ class SignificanceResult(NamedTuple):
 
 
 def run_test(runs: str, scheme: str, n_runs: int) -> str:
-    """How held-out runs are tested: "pooled", "loro_pooled" or "separate".
+    """How held-out runs are tested: "pooled", "loro_pooled", "separate" or "refit".
+
+    "refit" (the refit null, :func:`cinebrain.evaluate.refit.refit_null_test`: surrogate
+    responses passed through every fold's fit) is "refit" with any number of runs; its
+    p-values are computed where the design is (``cinebrain fit``) and passed in.
 
     ``runs``: one of :data:`RUNS`. "auto" is "loro_pooled" under leave-one-run-out (the
     pooled r against the within-run null with its variance widened, valid although every
@@ -59,6 +63,8 @@ def run_test(runs: str, scheme: str, n_runs: int) -> str:
     """
     if runs not in RUNS:
         raise ValueError(f"runs must be one of {RUNS}, got {runs!r}")
+    if runs == "refit":
+        return runs
     if n_runs < 2:
         return "pooled"
     if runs == "auto":
@@ -114,7 +120,7 @@ def p_values(Y: np.ndarray, P: np.ndarray, run_lengths: Sequence[int], *, tr: fl
 def significance_test(Y: np.ndarray, P: np.ndarray, run_lengths: Sequence[int], *, tr: float,
                       null: str = "phase", n_permutations: int = 1000, block_s: float = 12.0,
                       runs: str = "auto", scheme: str = "held_out", fdr: float = 0.05,
-                      ) -> SignificanceResult:
+                      refit_p: np.ndarray | None = None) -> SignificanceResult:
     """Significance of the held-out r of every target, FDR-corrected.
 
     Parameters
@@ -128,10 +134,19 @@ def significance_test(Y: np.ndarray, P: np.ndarray, run_lengths: Sequence[int], 
     runs : "pooled", "loro_pooled", "separate" or "auto" (see :func:`run_test`).
     scheme : the outer split the predictions come from ("held_out", "leave_one_run_out").
     fdr : false discovery rate of the Benjamini-Hochberg correction.
+    refit_p : (n_targets,) p-values of the refit null
+        (:func:`cinebrain.evaluate.refit.refit_null_test`), required when ``runs`` is
+        "refit": they are FDR-corrected here.
     """
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")
     how = run_test(runs, scheme, len(run_lengths))
+    if how == "refit":
+        if refit_p is None or np.shape(refit_p) != (np.shape(Y)[1],):
+            raise ValueError("runs='refit' needs refit_p, one p-value per target")
+        p = np.asarray(refit_p, dtype=np.float64)
+        significant, q = fdr_bh(p, q=fdr)
+        return SignificanceResult(p, q, significant, False, how)
     p = p_values(Y, P, run_lengths, tr=tr, null=null, n_permutations=n_permutations,
                  block_s=block_s, separate=how == "separate", loro=how == "loro_pooled")
     significant, q = fdr_bh(p, q=fdr)
@@ -149,7 +164,11 @@ def describe_significance_test(null: str = "phase", n_permutations: int = 1000,
     runs = runs or ("separate" if separate else "pooled")
     if runs not in RUN_TESTS:
         raise ValueError(f"runs must be one of {RUN_TESTS}, got {runs!r}")
-    if null == "phase" and runs == "loro_pooled":
+    if runs == "refit":
+        what = (f"phase-randomised responses ({n_permutations} surrogates, the same phases "
+                "for every target, within each run) passed through every fold's fit with "
+                "its chosen penalties")
+    elif null == "phase" and runs == "loro_pooled":
         what = "phase-randomised predictions (the null's exact mean and per-run variances)"
     elif null == "phase":
         what = f"phase-randomised predictions ({n_permutations} surrogates)"
@@ -166,5 +185,7 @@ def describe_significance_test(null: str = "phase", n_permutations: int = 1000,
                        f"mean and its variance {widened}, as the pooled r varies more than "
                        "the null when each run is predicted from the others (valid for any "
                        "number of runs); ",
+        "refit": "r over all held-out TRs, each surrogate scored as the data are, p from a "
+                 "normal fit of the null's Fisher z (valid for any number of runs); ",
     }[runs]
     return f"one-sided r > 0 against {what}; {how}Benjamini-Hochberg FDR {fdr:g}"

@@ -129,6 +129,11 @@ class EncodingResult:
     scheme : "held_out" or "leave_one_run_out".
     test_runs : runs predicted.
     train_runs : runs the kept model was fit on.
+    folds : every outer fit that predicted ``test_runs``, in order: ``{"train_runs",
+        "test_runs", "alphas": (n_targets,) float32 chosen penalty (banded: the global
+        alpha), "deltas": (n_bands, n_targets) float32 log band scalings or None}``; with
+        fixed penalties the predictions are linear in the training responses (what
+        :func:`cinebrain.evaluate.refit.refit_null_test` uses).
     """
 
     pred: np.ndarray
@@ -141,6 +146,7 @@ class EncodingResult:
     scheme: str
     test_runs: list
     train_runs: list = field(default_factory=list)
+    folds: list[dict] = field(default_factory=list)
 
     def subset_r2(self, Y_test: np.ndarray) -> dict[str, np.ndarray]:
         """Held-out R2 ``(n_targets,)`` float32 of every band subset against ``Y_test``
@@ -312,11 +318,16 @@ def fit_encoding_model(
     pred_split = None
     subsets: dict[str, np.ndarray] = {}
     fit = None
+    folds: list[dict] = []
     for fit_runs, pred_runs in outer:
         rows = np.flatnonzero(np.isin(run_index, pred_runs))
         at = np.searchsorted(test_idx, rows)
         fit = _fit_on(X, Y, run_index, fit_runs, rows, band_sizes, len(band_names), **settings)
         pred[at] = fit.pred
+        deltas = getattr(fit.model, "deltas_", None)
+        folds.append({"train_runs": list(fit_runs), "test_runs": list(pred_runs),
+                      "alphas": np.asarray(fit.model.best_alphas_, dtype=np.float32),
+                      "deltas": None if deltas is None else np.asarray(deltas, np.float32)})
         if pred_split is None:
             pred_split = np.zeros((fit.split.shape[0], *pred.shape), np.float32)
         pred_split[:, at] = fit.split
@@ -336,5 +347,5 @@ def fit_encoding_model(
     return EncodingResult(
         pred=pred, pred_split=pred_split, test_rows=test_idx, run_index=run_index[test_idx],
         subsets=subsets, model=_to_arrays(fit, train_runs), band_names=band_names,
-        scheme=scheme, test_runs=list(test_runs), train_runs=list(train_runs),
+        scheme=scheme, test_runs=list(test_runs), train_runs=list(train_runs), folds=folds,
     )

@@ -183,6 +183,7 @@ def fit(config: RunConfig, log: Log = _print) -> dict:
                 run_names=names,
             )
             _write_fit(st, subject, d, res, names, config.split.scheme)
+            _write_refit_null(config, st, subject, d, res, log)
             repeats = repeated_runs(timings)
             if repeats:
                 save_npy(st.prediction(subject, "repeats"),
@@ -223,6 +224,28 @@ def _write_fit(st: StagedFolder, subject: str, d, res, names: list[str], scheme:
     save_npy(st.prediction(subject, "test_run_index"), res.run_index)
     for key, r2 in res.subset_r2(Y_test).items():
         save_npy(st.subset_r2(subject, key.split("+")), r2)
+
+
+def _write_refit_null(config: RunConfig, st: StagedFolder, subject: str, d, res,
+                      log: Log) -> None:
+    """The refit-null p-values of a subject's held-out r, when ``evaluate.runs`` asks for
+    them (:func:`cinebrain.evaluate.refit.refit_null_test`: it needs the design, which
+    only this stage has)."""
+    from cinebrain.data.splits import lengths_from_run_index
+    from cinebrain.evaluate import run_test
+    from cinebrain.evaluate.refit import folds_from_result, refit_null_test
+
+    ev = config.evaluate
+    if not ev.n_permutations or run_test(ev.runs, config.split.scheme,
+                                         len(res.test_runs)) != "refit":
+        return
+    t0 = time.perf_counter()
+    out = refit_null_test(d.X, d.Y, folds_from_result(res, d.run_index),
+                          run_lengths=lengths_from_run_index(d.run_index),
+                          band_sizes=d.band_sizes, n_surrogates=ev.n_permutations, seed=0)
+    save_npy(st.prediction(subject, "refit_null_p"), out.p)
+    log(f"    {subject} refit null: {ev.n_permutations} surrogates through "
+        f"{len(res.folds)} fit(s) ({time.perf_counter() - t0:.1f} s)")
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -287,6 +310,7 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
         pearson_r,
         r2_score,
         region_table,
+        run_test,
         significance_test,
         split_r2,
         variance_partitioning,
@@ -337,10 +361,18 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
             separate = False
             tested = "pooled"
             if ev.n_permutations:
+                scheme = info.get("scheme", "held_out")
+                refit_p = None
+                if run_test(ev.runs, scheme, len(run_lengths)) == "refit":
+                    path = run.prediction(s, "refit_null_p")
+                    if not path.is_file():
+                        raise InputError(path, "the fit stage computed no refit null",
+                                         "run `cinebrain fit` again with evaluate.runs: refit")
+                    refit_p = np.load(path)
                 res = significance_test(Y, P, run_lengths, tr=study.tr, null=ev.null,
                                         n_permutations=ev.n_permutations, block_s=ev.block_s,
-                                        runs=ev.runs, scheme=info.get("scheme", "held_out"),
-                                        fdr=ev.fdr)
+                                        runs=ev.runs, scheme=scheme, fdr=ev.fdr,
+                                        refit_p=refit_p)
                 sig, separate = res.significant, res.separate
                 separate_any = separate_any or separate
                 run_tests.add(res.runs)
@@ -402,6 +434,7 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
                 f"{n_sig} of {r.size} targets significant ({ev.null} null"
                 f"{', runs tested separately' if separate else ''}"
                 f"{', leave-one-run-out null' if tested == 'loro_pooled' else ''}"
+                f"{', refit null' if tested == 'refit' else ''}"
                 f", FDR {ev.fdr:g})")
         if roi_rows:
             write_text(st.roi_summary, _csv(roi_rows))
@@ -418,7 +451,8 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
                 next(iter(group.values()))["isc"]))
         summary["significance_test"] = describe_significance_test(
             ev.null, ev.n_permutations, ev.block_s, ev.fdr, separate_any,
-            runs=next((t for t in ("loro_pooled", "separate") if t in run_tests), None))
+            runs=next((t for t in ("refit", "loro_pooled", "separate") if t in run_tests),
+                      None))
         if truth_rows:
             write_json(st.ground_truth, truth_rows)
             table = ground_truth_summary(truth_rows)
