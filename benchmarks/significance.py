@@ -15,9 +15,13 @@ leave-one-run-out, penalty per target by inner CV). Three tests of the same pred
 - ``separate``: each run tested on its own, p-values combined by the Cauchy combination;
 - ``pooled``: pooled r against the within-run phase null, not doubled (invalid here).
 
-And, for fixed-penalty ridge where it can be computed exactly, the refit null: phase-
-randomised responses passed through every fold's ridge fit, pooled r scored as the data are
-(``refit``; its normal fit, ``--refit-surrogates`` surrogates).
+- ``refit`` (``evaluate.runs: refit``): the refit null of
+  :func:`cinebrain.evaluate.refit.refit_null_test`, phase-randomised responses passed
+  through every fold's fit with the penalties it chose, pooled r scored as the data are
+  (normal fit, ``--refit-surrogates`` surrogates).
+
+And, for fixed-penalty ridge, the same refit null by explicit refits (``refit_fixed``, a
+check of the library's operators; calibrated exactly there).
 
 Null data: (a) AR(1) responses unrelated to the stimulus; (b) the driven study's responses
 phase-randomised within each run (every target its own phases): realistic spectra, no
@@ -40,11 +44,12 @@ from cinebrain.evaluate import (
     per_run_test,
     phase_randomization_test,
 )
+from cinebrain.evaluate.refit import folds_from_result, refit_null_test
 from cinebrain.linear import fit_encoding_model, solve_ridge
 from cinebrain.linear.encoding import alpha_grid
 from cinebrain.metrics import pearson_r
 
-TESTS = ("loro_pooled", "loro_double", "separate", "pooled")
+TESTS = ("loro_pooled", "loro_double", "separate", "pooled", "refit")
 
 
 def ar1(rng, n, m, phi):
@@ -95,15 +100,18 @@ def phase_randomise_each(Y, lengths, rng):
 
 
 def loro_predict(X, Y, run_index):
+    """Held-out responses and predictions, and the refit test's inputs (X, Y, folds)."""
     res = fit_encoding_model(X, Y, run_index, [X.shape[1]], scheme="leave_one_run_out",
                              kind="ridge", alphas=alpha_grid(1e-1, 1e5, 7), cv_folds=3,
                              variance_partitioning=False, refit=False)
-    return Y[res.test_rows], res.pred.astype(np.float64)
+    return Y[res.test_rows], res.pred.astype(np.float64), (X, Y, folds_from_result(res, run_index))
 
 
-def p_values(Y, P, lengths, n_surrogates):
+def p_values(Y, P, lengths, n_surrogates, refit=None, refit_surrogates=200):
     kw = dict(n_surrogates=n_surrogates)
-    return {
+    out = {} if refit is None else {"refit": refit_null_test(
+        *refit[:2], refit[2], run_lengths=lengths, n_surrogates=refit_surrogates).p}
+    return out | {
         "loro_pooled": leave_one_run_out_test(Y, P, lengths)[1],
         "loro_double": leave_one_run_out_test(Y, P, lengths, bound="double")[1],
         "separate": per_run_test(phase_randomization_test, Y, P, lengths, **kw),
@@ -147,41 +155,43 @@ def main() -> None:
         lengths = [n_trs] * n_runs
         print(f"\n== {n_runs} runs of {n_trs} TRs, {args.features} features, "
               f"{args.targets} targets, {args.studies} studies ==")
-        below = {"ar1": {t: [] for t in (*TESTS, "refit")},
+        below = {"ar1": {t: [] for t in (*TESTS, "refit_fixed")},
                  "phase": {t: [] for t in TESTS}}
-        found = {t: [] for t in (*TESTS, "refit")}
-        false = {t: [] for t in (*TESTS, "refit")}
+        found = {t: [] for t in TESTS}
+        false = {t: [] for t in TESTS}
         for s in range(args.studies):
             # (a) AR(1) null
             X, Y, run_index, _ = simulate(100 + s, n_runs, n_trs, args.features,
                                           args.targets, driven=False)
-            Yt, P = loro_predict(X, Y, run_index)
-            for t, p in p_values(Yt, P, lengths, args.surrogates).items():
+            Yt, P, ref = loro_predict(X, Y, run_index)
+            for t, p in p_values(Yt, P, lengths, args.surrogates, ref,
+                                 args.refit_surrogates).items():
                 below["ar1"][t].append(p < 0.05)
-            below["ar1"]["refit"].append(
+            below["ar1"]["refit_fixed"].append(
                 refit_null_p(X, Y[:, :300], run_index, lengths, 100.0,
                              args.refit_surrogates) < 0.05)
             # driven study, and (b) its responses phase-randomised
             X, Y, run_index, mask = simulate(200 + s, n_runs, n_trs, args.features,
                                              args.targets, driven=True)
-            Yt, P = loro_predict(X, Y, run_index)
-            for t, p in p_values(Yt, P, lengths, args.surrogates).items():
+            Yt, P, ref = loro_predict(X, Y, run_index)
+            for t, p in p_values(Yt, P, lengths, args.surrogates, ref,
+                                 args.refit_surrogates).items():
                 sig = fdr_bh(p, 0.05)[0]
                 found[t].append(sig[mask].sum())
                 false[t].append(sig[~mask].sum())
             p = refit_null_p(X, Y, run_index, lengths, 100.0, args.refit_surrogates)
-            ref = {"refit": p}
             sig_fixed = {t: fdr_bh(q, 0.05)[0] for t, q in p_values(
                 Y, fixed_ridge_loro(X, Y, run_index, 100.0), lengths, args.surrogates).items()}
-            sig_fixed["refit"] = fdr_bh(ref["refit"], 0.05)[0]
+            sig_fixed["refit_fixed"] = fdr_bh(p, 0.05)[0]
             if s == 0:
                 fixed_found = {t: [] for t in sig_fixed}
             for t, sig in sig_fixed.items():
                 fixed_found[t].append(sig[mask].sum())
             Yn = zscore_runs(phase_randomise_each(Y, lengths, np.random.default_rng(300 + s)),
                              lengths)
-            Yt, P = loro_predict(X, Yn, run_index)
-            for t, p in p_values(Yt, P, lengths, args.surrogates).items():
+            Yt, P, ref = loro_predict(X, Yn, run_index)
+            for t, p in p_values(Yt, P, lengths, args.surrogates, ref,
+                                 args.refit_surrogates).items():
                 below["phase"][t].append(p < 0.05)
         print("fraction of p < .05 on null data (nominal 0.05; +- binomial s.e.):")
         for kind, what in (("ar1", "AR(1) responses"), ("phase", "phase-randomised responses")):

@@ -3,8 +3,9 @@
 :func:`significance_test` picks the null (phase-randomised surrogates or block
 permutations, :mod:`cinebrain.evaluate.stats`), whether held-out runs are pooled, pooled
 with the leave-one-run-out null (:func:`cinebrain.evaluate.stats.leave_one_run_out_test`,
-the default under leave-one-run-out) or tested one by one and combined, and applies the
-Benjamini-Hochberg FDR correction;
+the default under leave-one-run-out), tested against the refit null (p-values of
+:func:`cinebrain.evaluate.refit.refit_null_test`, computed where the design is) or tested
+one by one and combined, and applies the Benjamini-Hochberg FDR correction;
 :func:`describe_significance_test` says what was done, in words.
 """
 
