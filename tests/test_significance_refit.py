@@ -150,6 +150,14 @@ def test_statistic_is_the_fits_held_out_r(kind):
     out = refit_null_test(X, Y, folds_from_result(res, run_index), run_lengths=lengths,
                           band_sizes=[3, 5], n_surrogates=4)
     np.testing.assert_allclose(out.r, pearson_r(Y[res.test_rows], res.pred), atol=1e-5)
+    # a held-out split is one fold
+    held = fit_encoding_model(X, Y, run_index, [3, 5], scheme="held_out", kind=kind,
+                              alphas=alpha_grid(1e-1, 1e5, 7), cv_folds=3, n_iter=6,
+                              variance_partitioning=False)
+    assert [f["test_runs"] for f in held.folds] == [[2]]
+    out = refit_null_test(X, Y, folds_from_result(held, run_index), run_lengths=lengths,
+                          band_sizes=[3, 5], n_surrogates=4)
+    np.testing.assert_allclose(out.r, pearson_r(Y[held.test_rows], held.pred), atol=1e-5)
 
 
 # --------------------------------------------------------------------------- calibration
