@@ -107,8 +107,8 @@ def _brute_r(X, Y, folds, gammas_scale=None):
 @pytest.mark.parametrize("banded", [False, True])
 def test_null_equals_explicit_refits_of_every_surrogate(banded):
     """Same surrogates (phase_surrogates, same seed), explicit scikit-learn refits with each
-    fold's per-target penalties (banded: band weights per target): the same observed r and
-    the same null, to 1e-9."""
+    fold's per-target penalties (banded: band weights per target): the same observed r (to
+    1e-9) and the same null (to 1e-5: surrogates pass through the fits in float32)."""
     rng = np.random.default_rng(0)
     lengths = [30, 34, 32]
     X = rng.standard_normal((96, 6)) * 3 + 1
@@ -126,8 +126,8 @@ def test_null_equals_explicit_refits_of_every_surrogate(banded):
     null = np.stack([_brute_r(X, s, folds, sizes)
                      for s in phase_surrogates(Y, 12, seed=5, run_lengths=lengths)])
     z = np.arctanh(null)
-    np.testing.assert_allclose(out.null_mean, z.mean(axis=0), atol=1e-9)
-    np.testing.assert_allclose(out.null_sd, z.std(axis=0, ddof=1), atol=1e-9)
+    np.testing.assert_allclose(out.null_mean, z.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(out.null_sd, z.std(axis=0, ddof=1), atol=1e-5)
     np.testing.assert_array_equal(out.p_count, (1 + (null >= out.r - 1e-12).sum(0)) / 13)
     # the operators themselves predict what the refits predict
     (idx, H), *_ = fold_operators(X, folds[0], sizes)

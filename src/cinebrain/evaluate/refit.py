@@ -30,7 +30,7 @@ import numpy as np
 
 from cinebrain.evaluate.stats import _check_surrogates, _phase_batches, _rfft_bins, _run_lengths
 
-#: Float64 elements of one batch of surrogate responses ``(n_trs, n_chunk, n_batch)``.
+#: Elements (float32) of one batch of surrogate responses ``(n_trs, n_chunk, n_batch)``.
 _BATCH_ELEMENTS = 4_000_000
 #: Targets processed at once.
 _TARGET_CHUNK = 2048
@@ -196,7 +196,8 @@ def refit_null_test(X: np.ndarray, Y: np.ndarray, folds: Sequence[RefitFold], *,
     fold's penalties (:func:`fold_operators`) and takes the r over all predicted rows
     against the surrogate responses there, as the data are scored. p comes from a normal
     fit of the null's Fisher z (finer than the count in the far tail); the count is
-    returned too.
+    returned too. The observed r is computed in float64, the surrogates' predictions in
+    float32 (null r to about 1e-6; 1.7 times faster).
 
     Guarantee: exact (up to the surrogates' resolution) for penalties that do not depend
     on the responses, when the responses are stationary within runs and unrelated to the
@@ -236,7 +237,9 @@ def refit_null_test(X: np.ndarray, Y: np.ndarray, folds: Sequence[RefitFold], *,
         factors = [(idx, left, right) if left.shape[1] * (train.size + test.size)
                    < train.size * test.size else (idx, None, left @ right)
                    for idx, left, right in fold_factors(X, f, band_sizes)]
-        ops.append((train, np.searchsorted(np.sort(test_rows), test), factors))
+        ops.append((train, np.searchsorted(np.sort(test_rows), test), factors,
+                    [(idx, None if left is None else left.astype(np.float32),
+                      right.astype(np.float32)) for idx, left, right in factors]))
     test_rows = np.sort(test_rows)
     _, fixed = _rfft_bins(lengths)
     bounds = np.cumsum([0, *lengths])
@@ -247,13 +250,14 @@ def refit_null_test(X: np.ndarray, Y: np.ndarray, folds: Sequence[RefitFold], *,
         """Predictions ``(n_test, c, b)`` of surrogate responses ``(n_trs, c, b)``: per fold,
         the chunk's targets sorted by penalty group, one matrix product per group."""
         c, b = Ys.shape[1], Ys.shape[2]
-        P = np.empty((test_rows.size, c, b))
-        for train, at, groups in ops:
+        P = np.empty((test_rows.size, c, b), Ys.dtype)
+        for train, at, groups64, groups32 in ops:
+            groups = groups32 if Ys.dtype == np.float32 else groups64
             local = [idx[(idx >= sl.start) & (idx < sl.stop)] - sl.start
                      for idx, _, _ in groups]
             order = np.concatenate(local)
             Ytr = Ys[train][:, order]
-            Pf = np.empty((at.size, c, b))
+            Pf = np.empty((at.size, c, b), Ys.dtype)
             first = 0
             for (_, left, right), loc in zip(groups, local, strict=True):
                 k = loc.size
@@ -278,7 +282,7 @@ def refit_null_test(X: np.ndarray, Y: np.ndarray, folds: Sequence[RefitFold], *,
         batch = max(1, _BATCH_ELEMENTS // (n_trs * y.shape[1]))
         for phases in _phase_batches(fixed, n_surrogates, seed, batch):
             rot = np.exp(1j * phases).T  # (n_bins, b)
-            Ys = np.empty((n_trs, y.shape[1], phases.shape[0]))
+            Ys = np.empty((n_trs, y.shape[1], phases.shape[0]), np.float32)
             first = 0
             for (a, b), spec in zip(runs, spectra, strict=True):
                 nb = spec.shape[0]
