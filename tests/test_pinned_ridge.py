@@ -40,6 +40,9 @@ def _run(study, out: Path, scheme: str) -> RunFolder:
         "features.video": ["pixels"], "features.audio": ["mel"],
         "features.annotation_text": False, "features.annotation_columns": False,
         "features.transcript": [], "model.n_iter": 6, "model.cv_folds": 3,
+        # the test the p-values were pinned with (leave-one-run-out's default is now
+        # loro_pooled; its own tests are tests/test_significance_loro.py)
+        "evaluate.runs": "separate" if scheme == "leave_one_run_out" else "auto",
     })
     ridge.run_all(config.model_copy(update={"report": False}), lambda msg: None)
     return RunFolder(out)
