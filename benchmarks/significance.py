@@ -38,6 +38,8 @@ import time
 import numpy as np
 from scipy.stats import norm
 
+from cinebrain.data.simulate.arrays import encoding_study, zscore_runs
+from cinebrain.data.simulate.arrays import phase_randomise_targets as phase_randomise_each
 from cinebrain.evaluate import (
     fdr_bh,
     leave_one_run_out_test,
@@ -49,54 +51,17 @@ from cinebrain.linear import fit_encoding_model, solve_ridge
 from cinebrain.linear.encoding import alpha_grid
 from cinebrain.metrics import pearson_r
 
-TESTS = ("loro_pooled", "loro_double", "separate", "pooled", "refit")
-
-
-def ar1(rng, n, m, phi):
-    e = rng.standard_normal((n, m))
-    for i in range(1, n):
-        e[i] += phi * e[i - 1]
-    return e * np.sqrt(1 - phi**2)
-
 
 def simulate(seed, n_runs, n_trs, n_features, n_targets, driven):
-    """X, Y, run_index, and the driven targets (mask)."""
-    rng = np.random.default_rng(seed)
-    X = np.concatenate([ar1(rng, n_trs, n_features, 0.9) for _ in range(n_runs)])
-    Y = np.concatenate([ar1(rng, n_trs, n_targets, 0.5) for _ in range(n_runs)])
+    """X, Y, run_index, and the driven targets (mask): a third of them when ``driven``."""
+    n_driven = n_targets // 3 if driven else 0
+    X, Y, run_index, _ = encoding_study(seed, n_runs, n_trs, n_targets, n_features, n_driven)
     mask = np.zeros(n_targets, bool)
-    if driven:
-        n_driven = n_targets // 3
-        mask[:n_driven] = True
-        signal = X @ rng.standard_normal((n_features, n_driven))
-        signal *= rng.uniform(0.05, 0.4, n_driven) / signal.std(axis=0)
-        Y[:, :n_driven] += signal
-    return X, zscore_runs(Y, [n_trs] * n_runs), np.repeat(np.arange(n_runs), n_trs), mask
+    mask[:n_driven] = True
+    return X, Y, run_index, mask
 
 
-def zscore_runs(Y, lengths):
-    """Responses z-scored per run, as ``cinebrain fit`` cleans them."""
-    out, start = np.empty_like(Y), 0
-    for n in lengths:
-        y = Y[start:start + n]
-        out[start:start + n] = (y - y.mean(axis=0)) / y.std(axis=0)
-        start += n
-    return out
-
-
-def phase_randomise_each(Y, lengths, rng):
-    """Every target of every run its own random phases (DC and Nyquist kept)."""
-    out = np.empty_like(Y)
-    start = 0
-    for n in lengths:
-        spec = np.fft.rfft(Y[start:start + n], axis=0)
-        phases = rng.uniform(0, 2 * np.pi, spec.shape)
-        phases[0] = 0
-        if n % 2 == 0:
-            phases[-1] = 0
-        out[start:start + n] = np.fft.irfft(spec * np.exp(1j * phases), n=n, axis=0)
-        start += n
-    return out
+TESTS = ("loro_pooled", "loro_double", "separate", "pooled", "refit")
 
 
 def loro_predict(X, Y, run_index):

@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
+from cinebrain.data.simulate.arrays import encoding_study as _study
+from cinebrain.data.simulate.arrays import phase_randomise_targets as _phase_randomised
+from cinebrain.data.simulate.arrays import zscore_runs as _zscore_runs
 from cinebrain.evaluate import (
     describe_significance_test,
     fdr_bh,
@@ -23,50 +26,6 @@ from cinebrain.evaluate import (
 )
 from cinebrain.linear import fit_encoding_model, solve_ridge
 from cinebrain.linear.encoding import alpha_grid
-
-
-def _ar1(rng, n, m, phi):
-    e = rng.standard_normal((n, m))
-    for i in range(1, n):
-        e[i] += phi * e[i - 1]
-    return e * np.sqrt(1 - phi**2)
-
-
-def _study(seed, n_runs, n_trs, n_targets=300, n_features=10, driven=0, snr=(0.05, 0.4)):
-    """Slow features, AR(1) responses z-scored per run (as ``cinebrain fit`` cleans them);
-    the first ``driven`` targets respond linearly."""
-    rng = np.random.default_rng(seed)
-    X = np.concatenate([_ar1(rng, n_trs, n_features, 0.9) for _ in range(n_runs)])
-    Y = np.concatenate([_ar1(rng, n_trs, n_targets, 0.5) for _ in range(n_runs)])
-    if driven:
-        signal = X @ rng.standard_normal((n_features, driven))
-        Y[:, :driven] += signal * rng.uniform(*snr, driven) / signal.std(axis=0)
-    return X, _zscore_runs(Y, [n_trs] * n_runs), np.repeat(np.arange(n_runs), n_trs), [n_trs] * n_runs
-
-
-def _zscore_runs(Y, lengths):
-    """Responses z-scored per run, as ``cinebrain fit`` cleans them."""
-    out, start = np.empty_like(Y), 0
-    for n in lengths:
-        y = Y[start:start + n]
-        out[start:start + n] = (y - y.mean(axis=0)) / y.std(axis=0)
-        start += n
-    return out
-
-
-def _phase_randomised(Y, lengths, seed):
-    """Every target of every run its own random phases: no relation to any stimulus."""
-    rng = np.random.default_rng(seed)
-    out, start = np.empty_like(Y), 0
-    for n in lengths:
-        spec = np.fft.rfft(Y[start:start + n], axis=0)
-        phases = rng.uniform(0, 2 * np.pi, spec.shape)
-        phases[0] = 0
-        if n % 2 == 0:
-            phases[-1] = 0
-        out[start:start + n] = np.fft.irfft(spec * np.exp(1j * phases), n=n, axis=0)
-        start += n
-    return out
 
 
 def _loro_cv(X, Y, run_index):
@@ -103,7 +62,7 @@ def test_calibrated_on_null_data_for_3_and_12_runs(n_runs, n_trs, null):
         X, Y, run_index, lengths = _study(1, n_runs, n_trs, n_targets=400)
     else:
         X, Y, run_index, lengths = _study(2, n_runs, n_trs, n_targets=400, driven=400)
-        Y = _zscore_runs(_phase_randomised(Y, lengths, seed=3), lengths)
+        Y = _zscore_runs(_phase_randomised(Y, lengths, 3), lengths)
     Yt, P = _loro_cv(X, Y, run_index)
     res = significance_test(Yt, P, lengths, tr=2.0, scheme="leave_one_run_out")
     assert res.runs == "loro_pooled" and not res.separate

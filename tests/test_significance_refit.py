@@ -16,6 +16,9 @@ import pytest
 from sklearn.linear_model import Ridge
 
 from cinebrain.config import load_config
+from cinebrain.data.simulate.arrays import encoding_study as _study
+from cinebrain.data.simulate.arrays import phase_randomise_targets as _phase_randomised
+from cinebrain.data.simulate.arrays import zscore_runs as _zscore_runs
 from cinebrain.errors import InputError
 from cinebrain.evaluate import (
     describe_significance_test,
@@ -36,49 +39,6 @@ from cinebrain.linear.encoding import alpha_grid
 from cinebrain.metrics import pearson_r
 from cinebrain.pipelines import ridge
 from cinebrain.pipelines.runfolder import RunFolder
-
-
-def _ar1(rng, n, m, phi):
-    e = rng.standard_normal((n, m))
-    for i in range(1, n):
-        e[i] += phi * e[i - 1]
-    return e * np.sqrt(1 - phi**2)
-
-
-def _zscore_runs(Y, lengths):
-    out, start = np.empty_like(Y), 0
-    for n in lengths:
-        y = Y[start:start + n]
-        out[start:start + n] = (y - y.mean(axis=0)) / y.std(axis=0)
-        start += n
-    return out
-
-
-def _study(seed, n_runs, n_trs, n_targets=300, n_features=10, driven=0, snr=(0.05, 0.4)):
-    """Slow features, AR(1) responses z-scored per run; the first ``driven`` respond."""
-    rng = np.random.default_rng(seed)
-    X = np.concatenate([_ar1(rng, n_trs, n_features, 0.9) for _ in range(n_runs)])
-    Y = np.concatenate([_ar1(rng, n_trs, n_targets, 0.5) for _ in range(n_runs)])
-    if driven:
-        signal = X @ rng.standard_normal((n_features, driven))
-        Y[:, :driven] += signal * rng.uniform(*snr, driven) / signal.std(axis=0)
-    lengths = [n_trs] * n_runs
-    return X, _zscore_runs(Y, lengths), np.repeat(np.arange(n_runs), n_trs), lengths
-
-
-def _phase_randomised(Y, lengths, seed):
-    """Every target of every run its own phases: no relation to any stimulus."""
-    rng = np.random.default_rng(seed)
-    out, start = np.empty_like(Y), 0
-    for n in lengths:
-        spec = np.fft.rfft(Y[start:start + n], axis=0)
-        phases = rng.uniform(0, 2 * np.pi, spec.shape)
-        phases[0] = 0
-        if n % 2 == 0:
-            phases[-1] = 0
-        out[start:start + n] = np.fft.irfft(spec * np.exp(1j * phases), n=n, axis=0)
-        start += n
-    return out
 
 
 def _loro(X, Y, run_index, kind="ridge", bands=None):
