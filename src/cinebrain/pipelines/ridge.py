@@ -282,14 +282,8 @@ def regions_of(config: RunConfig, study, mask_img) -> tuple[np.ndarray | None, t
         except (OSError, ValueError, nib.filebasedimages.ImageFileError):
             load_mask(path, like=mask_img)  # raises the reader's one-line error
             raise InputError(path, "not a label image", "fix evaluate.rois") from None
-        names = config.evaluate.roi_labels
-        if isinstance(names, str) and names.lstrip()[:1] in ("{", "["):  # JSON (a flag)
-            try:
-                names = json.loads(names)
-            except ValueError:
-                raise InputError("evaluate.roi_labels", f"not valid JSON: {names!r}",
-                                 'give e.g. {"1": "V1"} or ["background", "V1"]') from None
-        if isinstance(names, str):
+        names = config.evaluate.roi_labels  # the CLI has read a flag's JSON already
+        if isinstance(names, str):  # a lookup table
             from cinebrain.io.arrays import read_label_names
 
             names = read_label_names(names)
