@@ -38,7 +38,7 @@ from cinebrain.errors import InputError
 from cinebrain.features.annotations import space_for_run
 from cinebrain.features.base import FeatureSpace
 from cinebrain.io.study import Study
-from cinebrain.timing import HRF_MODELS, convolve_hrf, grid_offset, resample
+from cinebrain.timing import HRF_MODELS, convolve_hrf, delay, grid_offset, resample
 
 __all__ = [
     "SubjectDesign",
@@ -106,14 +106,8 @@ def _run_features(fs: FeatureSpace, r: RunTiming, tr: float, hrf: str,
         X = resample(fs, tr, n, offset=offset, segment=r.segment)
     if hrf in HRF_MODELS:
         return convolve_hrf(X, tr, model=hrf)[before:before + n]
-    if hrf == "fir":
-        f = X.shape[1]
-        out = np.zeros((n, f * len(delays)), dtype=np.float32)
-        for j, d in enumerate(delays):
-            lo = max(0, d - before)  # rows whose delayed source lies before the padded grid stay 0
-            if lo < n:
-                out[lo:, j * f:(j + 1) * f] = X[before + lo - d:before + n - d]
-        return out
+    if hrf == "fir":  # the padding holds every delay's source rows (check_lags: causal)
+        return delay(X, delays, allow_negative=True)[before:before + n]
     return X[before:before + n]
 
 

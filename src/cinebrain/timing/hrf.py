@@ -135,6 +135,8 @@ def delay(
     X: np.ndarray,
     delays: Sequence[int] = (1, 2, 3, 4),
     run_lengths: Sequence[int] | None = None,
+    *,
+    allow_negative: bool = False,
 ) -> np.ndarray:
     """Finite impulse response (FIR) expansion: stack copies of ``X`` delayed by whole TRs.
 
@@ -146,23 +148,31 @@ def delay(
         stimulus predict the present response and are rejected).
     run_lengths : sequence of int or None
         TRs of each run, summing to ``n_trs``; ``None`` means one run.
+    allow_negative : bool
+        Accept negative delays, for responses already shifted for the haemodynamic lag
+        (the caller checks that the lag stays causal: :func:`cinebrain.data.design.check_lags`).
 
     Returns
     -------
     ndarray, shape (n_trs, n_features * len(delays)), float32
         Column block ``j`` is ``X`` delayed by ``delays[j]``: ``out[t, j*f:(j+1)*f] =
-        X[t - delays[j]]``, zero for the first ``delays[j]`` TRs of every run.
+        X[t - delays[j]]``, zero where ``t - delays[j]`` falls outside the run (the first
+        ``delays[j]`` TRs of every run, or its last ``-delays[j]``).
     """
     X = _as_2d(X)
     delays = [int(d) for d in delays]
     if not delays:
         raise InputError("delays", "is empty", "give at least one delay in TRs, e.g. [1, 2, 3, 4]")
-    if any(d < 0 for d in delays):
+    if not allow_negative and any(d < 0 for d in delays):
         raise InputError("delays", f"negative delay in {delays} would be anti-causal", "use delays >= 0 TRs")
     n, f = X.shape
     out = np.zeros((n, f * len(delays)), dtype=np.float32)
     for start, stop in _run_bounds(n, run_lengths):
         for j, d in enumerate(delays):
-            if d < stop - start:
+            if abs(d) >= stop - start:
+                continue
+            if d >= 0:
                 out[start + d : stop, j * f : (j + 1) * f] = X[start : stop - d]
+            else:
+                out[start : stop + d, j * f : (j + 1) * f] = X[start - d : stop]
     return out
