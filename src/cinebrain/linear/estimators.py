@@ -212,6 +212,13 @@ class BandedRidgeCV(_RidgeEstimator):
     cv, gap, backend, device, n_targets_batch, fit_intercept : as :class:`RidgeCV`
         ("loo" excluded).
     random_state : seed of the sampled candidates.
+    solver : "auto" (default), "primal" or "dual". "dual" searches in kernel form: per fold
+        and candidate one eigendecomposition of the ``(n_train, n_train)`` band-weighted
+        kernel instead of the ``(n_features, n_features)`` Gram matrix, validation
+        predictions from the kernels, primal weights only for the refit
+        (:mod:`cinebrain.linear.kernel_banded` states the cost); "auto" takes it when every
+        CV fold trains on fewer samples than there are features. Same candidates, criterion,
+        selection and stored coefficients either way (equal to float32 rounding).
 
     Attributes
     ----------
@@ -232,7 +239,8 @@ class BandedRidgeCV(_RidgeEstimator):
     def __init__(self, groups=None, alphas=None, n_iter: int = 20,
                  concentration=(0.1, 1.0), cv=5, gap: int = 0, backend: str = "numpy",
                  device: str = "cpu", n_targets_batch: int | None = None,
-                 fit_intercept: bool = True, random_state: int | None = 0):
+                 fit_intercept: bool = True, random_state: int | None = 0,
+                 solver: str = "auto"):
         self.groups = groups
         self.alphas = alphas
         self.n_iter = n_iter
@@ -244,6 +252,7 @@ class BandedRidgeCV(_RidgeEstimator):
         self.n_targets_batch = n_targets_batch
         self.fit_intercept = fit_intercept
         self.random_state = random_state
+        self.solver = solver
 
     def fit(self, X, y, groups=None) -> BandedRidgeCV:
         """Search band weights and alphas by CV on ``(X, y)`` and refit on all of it.
@@ -259,7 +268,7 @@ class BandedRidgeCV(_RidgeEstimator):
             gap=self.gap, run_index=groups, fit_intercept=self.fit_intercept,
             n_targets_batch=self.n_targets_batch, concentration=self.concentration,
             random_state=self.random_state, backend=self.backend, device=self.device,
-            check_input=False)
+            check_input=False, solver=self.solver)
         self._store(out, out["best_alphas"], ravel)
         self.band_slices_ = check_groups(self.groups, X.shape[1])
         self.deltas_ = out["deltas"]

@@ -53,6 +53,9 @@ from cinebrain.linear.backends import get_backend
 #: Default grid of ridge penalties.
 DEFAULT_ALPHAS = np.logspace(-1, 7, 15)
 
+#: ``solver`` values of :func:`solve_banded_ridge_cv`.
+BANDED_SOLVERS = ("auto", "primal", "dual")
+
 #: Budget (bytes) for the per-chunk working set when ``n_targets_batch`` is None: sized for
 #: the CPU's caches, and larger on a GPU, where small products leave it idle.
 CHUNK_BYTES = 64 * 2**20
@@ -644,6 +647,30 @@ def _select(losses: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, np.ndar
     return best, -losses[best, np.arange(losses.shape[1])]
 
 
+class _BestPairs:
+    """Per target the best (candidate, alpha) pair of a banded-ridge search so far.
+
+    :meth:`update` takes one candidate's CV losses ``(n_alphas, n_targets)``; its best alpha
+    replaces the pair held when strictly better (beyond rounding), so the first candidate
+    wins ties. Shared by the primal and the kernel path, which therefore select alike.
+    """
+
+    def __init__(self, n_candidates: int, n_targets: int):
+        self.score = np.full(n_targets, -np.inf)
+        self.gamma = np.zeros(n_targets, dtype=int)
+        self.alpha = np.zeros(n_targets, dtype=int)
+        self.cv_scores = np.zeros((n_candidates, n_targets))
+
+    def update(self, i: int, losses: np.ndarray, alphas: np.ndarray) -> None:
+        idx, score = _select(losses, alphas)
+        self.cv_scores[i] = score
+        held = np.where(np.isfinite(self.score), self.score, 0)
+        better = score > self.score + 1e-12 * np.abs(held)
+        self.score[better] = score[better]
+        self.gamma[better] = i
+        self.alpha[better] = idx[better]
+
+
 def _refit(data: _Data, XtY, alpha_per_target: np.ndarray, scale=None,
            targets: np.ndarray | None = None, gram=None):
     """Ridge weights on all samples written over ``XtY`` (columns ``targets``, default all).
@@ -801,7 +828,8 @@ def solve_banded_ridge_cv(X, Y, groups, alphas=DEFAULT_ALPHAS, gammas=None, n_it
                           cv=5, fit_intercept: bool = True, n_targets_batch: int | None = None,
                           concentration=(0.1, 1.0), random_state: int | None = 0,
                           backend: str = "numpy", device: str = "cpu", gap: int = 0,
-                          run_index=None, check_input: bool = True) -> dict:
+                          run_index=None, check_input: bool = True,
+                          solver: str = "auto") -> dict:
     """Banded ridge: one penalty per feature space and target, chosen by cross-validation.
 
     The penalty of band ``b`` for target ``t`` is ``alpha_t / gamma_bt``; the search tries
@@ -821,6 +849,13 @@ def solve_banded_ridge_cv(X, Y, groups, alphas=DEFAULT_ALPHAS, gammas=None, n_it
         :func:`band_weight_candidates` ``(n_bands, n_iter, concentration, random_state)``
     cv, gap, run_index, fit_intercept, n_targets_batch, backend, device, check_input : as
         :func:`solve_ridge_cv` ("loo" excluded)
+    solver : "primal" (per fold and candidate one ``eigh`` of the ``(n_features,
+        n_features)`` band-weighted Gram matrix), "dual" (kernel form,
+        :mod:`cinebrain.linear.kernel_banded`: per fold and candidate one ``eigh`` of the
+        ``(n_train, n_train)`` band-weighted kernel; the cost is stated there) or "auto"
+        (default): "dual" when every fold trains on fewer samples than there are features.
+        Both search the same candidates with the same criterion and selection and return
+        the same primal coefficients, equal to float32 rounding.
 
     Returns
     -------
@@ -844,38 +879,45 @@ def solve_banded_ridge_cv(X, Y, groups, alphas=DEFAULT_ALPHAS, gammas=None, n_it
     folds = check_cv(cv, X, Y, groups=run_index, gap=gap)
     if folds == "loo":
         raise ValueError("banded ridge supports K-fold cv (int or list of splits), not 'loo'")
+    if solver not in BANDED_SOLVERS:
+        raise ValueError(f"solver must be one of {BANDED_SOLVERS}, got {solver!r}")
+    if solver == "auto":
+        solver = "dual" if max(tr.size for tr, _ in folds) < X.shape[1] else "primal"
     n_val = max(v.size for _, v in folds)
     data = _prepare(X, Y, fit_intercept, backend, device, n_targets_batch, alphas.size * n_val)
+    if solver == "dual":
+        from cinebrain.linear.kernel_banded import banded_ridge_cv_dual
+
+        coef, cv_scores, best_gamma, best_alpha = banded_ridge_cv_dual(
+            data, folds, slices, alphas, gammas, n_targets_batch)
+        return _banded_result(data, coef, alphas, gammas, best_gamma, best_alpha, cv_scores)
     XtY, col_sums = _cross_products(data)
     fold_objs = [_make_fold(data, tr, va) for tr, va in folds]
 
-    best_score = np.full(n_targets, -np.inf)
-    best_gamma = np.zeros(n_targets, dtype=int)
-    best_alpha = np.zeros(n_targets, dtype=int)
-    cv_scores = np.zeros((len(gammas), n_targets))
+    best = _BestPairs(len(gammas), n_targets)
     band_of = np.zeros(X.shape[1], dtype=int)
     for b, s in enumerate(slices):
         band_of[s] = b
     for i, gamma in enumerate(gammas):
         scale = np.sqrt(gamma[band_of])
-        losses = _cv_losses(data, fold_objs, XtY, col_sums, alphas, scale)
-        idx, score = _select(losses, alphas)
-        cv_scores[i] = score
-        # strictly better (beyond rounding) replaces: the first candidate wins ties
-        better = score > best_score + 1e-12 * np.abs(np.where(np.isfinite(best_score), best_score, 0))
-        best_score[better] = score[better]
-        best_gamma[better] = i
-        best_alpha[better] = idx[better]
+        best.update(i, _cv_losses(data, fold_objs, XtY, col_sums, alphas, scale), alphas)
     del fold_objs
 
-    best_alphas = alphas[best_alpha]
+    best_alphas = alphas[best.alpha]
     X64 = data.be.float64(data.X)
     gram = X64.T @ X64
     del X64
-    for i in np.unique(best_gamma):
-        targets = np.flatnonzero(best_gamma == i)
+    for i in np.unique(best.gamma):
+        targets = np.flatnonzero(best.gamma == i)
         _refit(data, XtY, best_alphas, np.sqrt(gammas[i][band_of]), targets=targets, gram=gram)
-    coef = data.be.to_numpy(XtY)
+    return _banded_result(data, XtY, alphas, gammas, best.gamma, best.alpha, best.cv_scores)
+
+
+def _banded_result(data: _Data, coef, alphas, gammas, best_gamma, best_alpha,
+                   cv_scores) -> dict:
+    """The dict :func:`solve_banded_ridge_cv` returns, from the backend's coefficients."""
+    coef = data.be.to_numpy(coef)
+    best_alphas = alphas[best_alpha]
     best_gammas = gammas[best_gamma].T  # (n_bands, n_targets)
     deltas = np.log(np.maximum(best_gammas, 1e-10) / best_alphas[None, :])
     return dict(deltas=deltas, best_alphas=best_alphas, best_gammas=best_gammas, coef=coef,
