@@ -40,7 +40,8 @@ def _expected_failed_checks(estimator):
 
 
 @parametrize_with_checks(
-    [RidgeCV(), RidgeCV(cv="loo"), RidgeCV(backend="torch"), BandedRidgeCV()],
+    [RidgeCV(), RidgeCV(cv="loo"), RidgeCV(backend="torch"), RidgeCV(solver="dual"),
+     BandedRidgeCV()],
     expected_failed_checks=_expected_failed_checks,
     xfail_strict=True,  # an exempt check that starts passing is removed from the list
 )
@@ -95,7 +96,7 @@ def test_repr_get_set_params_and_clone():
     assert repr(model).startswith("RidgeCV(alphas=array([  1.,  10., 100.]), gap=5")
     params = model.get_params()
     assert set(params) == {"alphas", "cv", "gap", "backend", "device", "n_targets_batch",
-                           "fit_intercept", "tie_break"}
+                           "fit_intercept", "tie_break", "solver"}
     assert model.set_params(cv=3, gap=0) is model and model.cv == 3 and model.gap == 0
     X, Y = _data()
     model.fit(X, Y)

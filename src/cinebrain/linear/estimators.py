@@ -63,13 +63,35 @@ class _RidgeEstimator(RegressorMixin, BaseEstimator):
         return validate_data(self, X, reset=False, dtype=np.float32)
 
     def _store(self, out: dict, best_alphas: np.ndarray, ravel: bool) -> None:
-        self.coef_ = out["coef"]
+        self.__dict__.pop("coef_", None)
+        self.__dict__.pop("coef_factors_", None)
+        if "coef_factors" in out:  # the dual path's weights, kept as two small factors
+            basis, components = out["coef_factors"]
+            self.coef_factors_ = (basis, components[:, 0] if ravel else components)
+        else:
+            self.coef_ = out["coef"][:, 0] if ravel else out["coef"]
         self.intercept_ = out["intercept"]
         self.best_alphas_ = best_alphas
         self.cv_scores_ = out["cv_scores"]
         if ravel:
-            self.coef_, self.intercept_ = self.coef_[:, 0], self.intercept_[0]
+            self.intercept_ = self.intercept_[0]
             self.best_alphas_ = self.best_alphas_[0]
+
+    def __getattr__(self, name):
+        # coef_ of a fit that kept its weights factored (coef_factors_): formed on first use
+        factors = self.__dict__.get("coef_factors_")
+        if name == "coef_" and factors is not None:
+            self.__dict__["coef_"] = factors[0] @ factors[1]
+            return self.__dict__["coef_"]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _linear(self, X: np.ndarray) -> np.ndarray:
+        """``X @ coef_``, from ``coef_factors_`` when the fit kept them (cheaper, and
+        ``coef_`` is not formed)."""
+        factors = self.__dict__.get("coef_factors_")
+        if factors is None or "coef_" in self.__dict__:
+            return X @ self.coef_
+        return (X @ factors[0]) @ factors[1]
 
     @property
     def alpha_(self):
@@ -84,7 +106,7 @@ class _RidgeEstimator(RegressorMixin, BaseEstimator):
         """Predicted responses ``(n_samples, n_targets)`` float32 (``(n_samples,)`` if fitted
         on a 1-D ``y``)."""
         X = self._validate_X(X)
-        return X @ self.coef_ + self.intercept_
+        return self._linear(X) + self.intercept_
 
     def predict_split(self, X) -> np.ndarray:
         """Per-band contributions ``(n_bands, n_samples, n_targets)`` float32, intercept
@@ -95,7 +117,7 @@ class _RidgeEstimator(RegressorMixin, BaseEstimator):
         X = self._validate_X(X)
         slices = self._band_slices()
         if len(slices) == 1:
-            return (X @ self.coef_)[None]
+            return self._linear(X)[None]
         return np.stack([X[:, s] @ self.coef_[s] for s in slices])
 
     def _band_slices(self) -> list[slice]:
@@ -111,7 +133,7 @@ class _RidgeEstimator(RegressorMixin, BaseEstimator):
         X = self._validate_X(X)
         # r ignores the intercept; leaving it out keeps float32 precision when the intercept
         # is large and the predicted fluctuations small (strongly regularised voxels)
-        r = pearson_r(y, X @ self.coef_)
+        r = pearson_r(y, self._linear(X))
         return float(r[0]) if np.ndim(y) == 1 else r
 
 
@@ -144,13 +166,26 @@ class RidgeCV(_RidgeEstimator):
         himalaya's numpy backend does, so the selected alphas equal himalaya's ``RidgeCV`` on
         the same folds (K-fold only; costs one float32 SVD per fold on the host). "larger"
         keeps the larger of exactly tied alphas. "auto": "himalaya" on the CPU, "larger" on
-        a GPU.
+        a GPU; on the dual path, "larger" (the re-scoring there costs a float32 SVD of each
+        fold's wide training design).
+    solver : "auto" (default), "primal" or "dual", the same answers by two routes.
+        "primal" diagonalises each fold's ``(n_features, n_features)`` Gram matrix; "dual"
+        each fold's ``(n_train, n_train)`` kernel of the samples, predicting the validation
+        rows from the kernels without forming weights
+        (:mod:`cinebrain.linear.kernel`; K-fold only, not "loo"). "auto": "dual" when
+        every fold trains on fewer samples than there are features (wide designs: deep-net
+        activations, FIR-delayed features on few TRs), else "primal".
 
     Attributes
     ----------
     best_alphas_ : (n_targets,) selected penalty per target (himalaya's name).
     alpha_ : deprecated alias of ``best_alphas_`` (FutureWarning).
-    coef_ : (n_features, n_targets) float32.
+    coef_ : (n_features, n_targets) float32. After a dual fit, formed on first access
+        from ``coef_factors_`` (``predict`` and ``score`` never form it).
+    coef_factors_ : dual fits only: ``(basis, components)``, ``(n_features, k)`` and
+        ``(k, n_targets)`` float32, ``k <= n_samples``, with ``coef_ = basis @ components``;
+        on a wide design they take less memory than ``Y``, where ``coef_`` takes more.
+    solver_ : "primal" or "dual", the path the fit took.
     intercept_ : (n_targets,) float32.
     cv_scores_ : (n_alphas, n_targets) negative validation MSE averaged over folds
         (higher is better; himalaya's default score).
@@ -162,7 +197,7 @@ class RidgeCV(_RidgeEstimator):
 
     def __init__(self, alphas=None, cv=5, gap: int = 0, backend: str = "numpy",
                  device: str = "cpu", n_targets_batch: int | None = None,
-                 fit_intercept: bool = True, tie_break: str = "auto"):
+                 fit_intercept: bool = True, tie_break: str = "auto", solver: str = "auto"):
         self.alphas = alphas
         self.cv = cv
         self.gap = gap
@@ -171,6 +206,7 @@ class RidgeCV(_RidgeEstimator):
         self.n_targets_batch = n_targets_batch
         self.fit_intercept = fit_intercept
         self.tie_break = tie_break
+        self.solver = solver
 
     def fit(self, X, y, groups=None) -> RidgeCV:
         """Select alphas by CV on ``(X, y)`` and refit on all of it.
@@ -186,8 +222,10 @@ class RidgeCV(_RidgeEstimator):
         out = solve_ridge_cv(X, Y, alphas=self.alphas, cv=self.cv, gap=self.gap,
                              run_index=groups, fit_intercept=self.fit_intercept,
                              n_targets_batch=self.n_targets_batch, backend=self.backend,
-                             device=self.device, tie_break=self.tie_break, check_input=False)
+                             device=self.device, tie_break=self.tie_break, check_input=False,
+                             solver=self.solver, factored_coef=True)
         self._store(out, out["alphas"], ravel)
+        self.solver_ = out["solver"]
         return self
 
 

@@ -749,7 +749,8 @@ def solve_ridge(X, Y, alpha=1.0, fit_intercept: bool = True, n_targets_batch: in
 def solve_ridge_cv(X, Y, alphas=DEFAULT_ALPHAS, cv=5, fit_intercept: bool = True,
                    n_targets_batch: int | None = None, backend: str = "numpy",
                    device: str = "cpu", tie_break: str = "auto", gap: int = 0,
-                   run_index=None, check_input: bool = True) -> dict:
+                   run_index=None, check_input: bool = True, solver: str = "auto",
+                   factored_coef: bool = False) -> dict:
     """Ridge with one alpha per target chosen by cross-validation, refit on all samples.
 
     Parameters
@@ -779,18 +780,32 @@ def solve_ridge_cv(X, Y, alphas=DEFAULT_ALPHAS, cv=5, fit_intercept: bool = True
         splitter: passed to its ``split`` as ``groups``).
     check_input : validate ``X`` and ``Y`` (False: the caller did, with
         :func:`check_X` and :func:`check_Y`).
+    solver : "primal" (Gram matrices of the features, this module), "dual" (kernels of the
+        samples, :mod:`cinebrain.linear.kernel`; K-fold cv only; ``tie_break="auto"`` means
+        "larger" there) or "auto" (default): "dual" when every fold trains on fewer samples
+        than there are features (K-fold cv), else "primal". Both give the same answers.
+    factored_coef : dual path only: return ``coef_factors = (basis, components)``,
+        ``(n_features, k)`` and ``(k, n_targets)`` float32 with ``coef = basis @ components``
+        (``k <= n_samples``), instead of ``coef``, which is ``n_features / n_samples`` times
+        the size of ``Y``. Ignored by the primal path.
 
     Returns
     -------
-    dict with ``alphas`` (n_targets,), ``coef`` (n_features, n_targets) float32,
-    ``intercept`` (n_targets,), ``cv_scores`` (n_alphas, n_targets): negative validation
-    MSE averaged over folds (higher is better), and ``alpha_index`` (n_targets,).
+    dict with ``alphas`` (n_targets,), ``coef`` (n_features, n_targets) float32 (or
+    ``coef_factors``, above), ``intercept`` (n_targets,), ``cv_scores`` (n_alphas,
+    n_targets): negative validation MSE averaged over folds (higher is better),
+    ``alpha_index`` (n_targets,) and ``solver`` ("primal" or "dual").
     """
     X, Y = _inputs(X, Y, check_input)
     alphas = check_alphas(alphas)
     folds = check_cv(cv, X, Y, groups=run_index, gap=gap)
     if tie_break not in ("auto", "himalaya", "larger"):
         raise ValueError(f"tie_break must be 'auto', 'himalaya' or 'larger', got {tie_break!r}")
+    if choose_solver(solver, folds, X.shape[1]) == "dual":
+        from cinebrain.linear.kernel import kernel_ridge_cv  # imports this module
+
+        return kernel_ridge_cv(X, Y, alphas, folds, fit_intercept, n_targets_batch, backend,
+                               device, tie_break, factored_coef)
     n_val = X.shape[0] if folds == "loo" else max(v.size for _, v in folds)
     data = _prepare(X, Y, fit_intercept, backend, device, n_targets_batch, alphas.size * n_val)
     if tie_break == "auto":
@@ -821,7 +836,27 @@ def solve_ridge_cv(X, Y, alphas=DEFAULT_ALPHAS, cv=5, fit_intercept: bool = True
     best_alphas = alphas[best]
     coef = data.be.to_numpy(_refit(data, XtY, best_alphas, gram=full_gram))
     return dict(alphas=best_alphas, alpha_index=best, coef=coef,
-                intercept=_intercept(data, coef), cv_scores=-losses)
+                intercept=_intercept(data, coef), cv_scores=-losses, solver="primal")
+
+
+SOLVERS = ("auto", "primal", "dual")
+
+
+def choose_solver(solver: str, folds: Folds | str, n_features: int) -> str:
+    """The solver ("primal" or "dual") that ``solver`` in :data:`SOLVERS` means on these folds.
+
+    "auto": "dual" when every fold trains on fewer samples than ``n_features`` (K-fold),
+    else "primal". "dual" with ``folds == "loo"`` is an error (leave-one-out is primal).
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if solver == "dual" and isinstance(folds, str):
+        raise ValueError("solver='dual' supports K-fold cv (an int, a splitter or a list of "
+                         "splits), not cv='loo'; use solver='primal' or 'auto' for leave-one-out")
+    if solver == "auto":
+        wide = not isinstance(folds, str) and max(tr.size for tr, _ in folds) < n_features
+        return "dual" if wide else "primal"
+    return solver
 
 
 def solve_banded_ridge_cv(X, Y, groups, alphas=DEFAULT_ALPHAS, gammas=None, n_iter: int = 20,

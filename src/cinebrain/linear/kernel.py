@@ -1,0 +1,222 @@
+"""Ridge CV in kernel (dual) form: for designs with fewer samples than features.
+
+:func:`cinebrain.linear.solvers.solve_ridge_cv` comes here when every fold trains on fewer
+samples than ``X`` has features (``solver="auto"``), or when asked (``solver="dual"``). The
+answers are those of the primal path (the same ridge, the same CV criterion); only the
+algebra differs, and everything below is exact.
+
+* Per fold, the training kernel ``K = Xc_tr Xc_tr'`` ``(n_tr, n_tr)`` and the cross-kernel
+  ``C = Xc_val Xc_tr'`` ``(n_val, n_tr)`` are formed in float64 from the float32 design,
+  both centred on the fold's training means (the intercept is unpenalised, as in the primal
+  path). ``K = U diag(lam) U'`` is diagonalised once for every alpha and target; directions
+  with ``lam <= 1e-12 max(lam)`` (the constant vector, which centring removes, and any other
+  null direction of the training rows) carry nothing and are dropped (``k`` kept).
+* Validation predictions come from the kernels without forming weights:
+  ``P_a = C U diag(1 / (lam + a)) U' Y_tr``. All the alphas are stacked in one matrix per
+  fold, rounded once to float32, so a chunk of targets costs one GEMM per fold: either the
+  hat matrices ``[C U D_a U']_a`` ``(n_alphas * n_val, n_tr)`` times ``Y_tr``
+  (``n_alphas n_val n_tr`` multiply-adds per target), or, when ``k`` is well below
+  ``n_tr``, ``[C U D_a]_a`` ``(n_alphas * n_val, k)`` times ``U' Y_tr``
+  (``k n_tr + n_alphas n_val k``), whichever is cheaper. (Rotating the validation rows by a
+  QR of ``C U``, as the primal path does with its ``(n_val, p)`` block, saves only the
+  triangle below ``R``'s diagonal here, which does not pay for the extra ``U' Y_tr``
+  product when ``k`` is close to ``n_tr``.)
+* The CV criterion and its selection are the primal path's: per fold the mean squared
+  validation error, averaged over folds, the least mean winning, exact ties going to the
+  larger alpha (himalaya's slope of ``1e-10 log(alpha)``). ``tie_break="himalaya"``
+  re-scores near-ties as himalaya's primal ``RidgeCV`` does (a float32 SVD of each fold's
+  training design, costly on wide designs); ``"auto"`` means ``"larger"`` here.
+* The refit diagonalises the full centred kernel ``K = U diag(s^2) U'`` once. The weights
+  are ``coef = V H`` with ``V = Xc' U diag(1 / s)`` ``(n_features, k)`` (orthonormal) and
+  ``H = diag(s / (s^2 + a_t)) U' Yc`` ``(k, n_targets)``, one alpha per target. With
+  ``factored_coef`` the two factors are returned instead of ``coef``: ``H`` is never larger
+  than ``Y``, whereas ``coef`` is ``n_features / n_samples`` times larger.
+* Targets are processed in chunks (``n_targets_batch``); ``Y`` is never copied whole.
+
+Leave-one-out (``cv="loo"``) is the primal path's (``solver="auto"`` takes it there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cinebrain.linear.solvers import (
+    CHUNK_BYTES,
+    CHUNK_BYTES_GPU,
+    Folds,
+    _chunks,
+    _himalaya_svds,
+    _himalaya_tie_break,
+    _prepare,
+    _select,
+)
+
+#: Kernel eigenvalues at or below this fraction of the largest are null directions. float64
+#: eigenvalues of a null direction come out near ``1e-16 max(lam)``; a genuine direction of
+#: float32 data lies far above.
+NULL_RTOL = 1e-12
+
+
+@dataclass
+class _KernelFold:
+    train: np.ndarray
+    val: np.ndarray
+    left: object  # (n_alphas * n_val, r) float32 backend
+    right: object | None  # (r, n_train) float32 backend (U'), or None: left is the hat matrix
+
+
+def _centred64(be, X64, rows, fit_intercept: bool):
+    """Rows of the float64 design and their mean (zeros without intercept)."""
+    block = be.take_rows(X64, rows)
+    if fit_intercept:
+        mean = block.mean(0)
+        return block - mean, mean
+    return block, None
+
+
+def _kernel_eigh(be, K):
+    """Eigenvalues and eigenvectors of a kernel, null directions dropped."""
+    lam, U = be.eigh(K)
+    top = float(lam.max()) if lam.shape[0] else 0.0
+    keep = lam > NULL_RTOL * top
+    if not bool(keep.all()):
+        lam, U = lam[keep], U[:, keep]
+    return lam, U
+
+
+def _kernel_fold(be, X64, train, val, alphas, fit_intercept: bool) -> _KernelFold:
+    """A fold's stacked prediction operator for every alpha (see the module docstring)."""
+    X_tr, mean = _centred64(be, X64, train, fit_intercept)
+    X_val = be.take_rows(X64, val)
+    if mean is not None:
+        X_val = X_val - mean
+    lam, U = _kernel_eigh(be, X_tr @ X_tr.T)
+    B = (X_val @ X_tr.T) @ U  # (n_val, k)
+    del X_tr, X_val
+    alphas64 = be.asarray(alphas, dtype=np.float64)
+    inv = 1.0 / (lam[None, :] + alphas64[:, None])  # (n_alphas, k)
+    n_alphas, (n_val, k), n_tr = alphas.size, B.shape, train.size
+    BD = (B[None, :, :] * inv[:, None, :]).reshape(n_alphas * n_val, k)
+    if k * n_tr + n_alphas * n_val * k < n_alphas * n_val * n_tr:
+        return _KernelFold(train, val, be.float32(BD), be.float32(U.T))
+    return _KernelFold(train, val, be.float32(BD @ U.T), None)
+
+
+def _dual_chunk_size(n_targets_batch, n_targets: int, n_samples: int, n_alpha_rows: int,
+                     budget: int) -> int:
+    if n_targets_batch is not None:
+        n_targets_batch = int(n_targets_batch)
+        if n_targets_batch < 1:
+            raise ValueError(f"n_targets_batch must be >= 1, got {n_targets_batch}")
+        return min(n_targets_batch, n_targets)
+    per_target = 4 * (3 * n_samples + n_alpha_rows)
+    return min(max(64, budget // per_target // 64 * 64), n_targets)
+
+
+def _dual_losses(data, folds: list[_KernelFold], n_alphas: int) -> np.ndarray:
+    """Validation MSE ``(n_alphas, n_targets)`` averaged over folds."""
+    be = data.be
+    n_targets = data.Y.shape[1]
+    losses = np.zeros((n_alphas, n_targets))
+    for cols in _chunks(n_targets, data.batch):
+        for fold in folds:
+            Y_tr = data.y_chunk(fold.train, cols)  # (n_tr, c), centred on all samples
+            Y_val = data.y_chunk(fold.val, cols)
+            if data.fit_intercept:
+                y_mean = be.float32(be.sum_rows(Y_tr) / fold.train.size)
+                Y_tr -= y_mean[None, :]
+                Y_val -= y_mean[None, :]
+            rhs = Y_tr if fold.right is None else fold.right @ Y_tr
+            del Y_tr
+            n_val = fold.val.size
+            P = (fold.left @ rhs).reshape(n_alphas, n_val, -1)  # (n_alphas, n_val, c)
+            P -= Y_val[None]
+            losses[:, cols] += be.to_numpy(be.sum_squares_axis1(P)) / n_val
+            del P, rhs, Y_val
+    losses /= len(folds)
+    return losses
+
+
+def _dual_refit(data, X64, alpha_per_target: np.ndarray, factored: bool) -> dict:
+    """Ridge weights on all samples from the full kernel: ``coef`` or its two factors."""
+    be = data.be
+    n_targets = data.Y.shape[1]
+    lam, U = _kernel_eigh(be, X64 @ X64.T)
+    s = lam**0.5
+    V = be.float32((X64.T @ U) / s[None, :])  # (p, k), orthonormal columns
+    Ut = be.float32(U.T)  # (k, n)
+    k = lam.shape[0]
+    out = be.empty((k, n_targets)) if factored else be.empty((X64.shape[1], n_targets))
+    for cols in _chunks(n_targets, data.batch):
+        a = be.asarray(alpha_per_target[cols], dtype=np.float64)
+        H = Ut @ data.y_chunk(None, cols)  # (k, c)
+        H *= be.float32(s[:, None] / (lam[:, None] + a[None, :]))
+        out[:, cols] = H if factored else V @ H
+        del H
+    x_mean32 = data.x_mean.astype(np.float32)
+    if factored:
+        basis, components = be.to_numpy(V), be.to_numpy(out)
+        intercept = np.zeros(n_targets, dtype=np.float32)
+        if data.fit_intercept:
+            intercept = (data.y_mean - (x_mean32 @ basis) @ components).astype(np.float32)
+        return dict(coef_factors=(basis, components), intercept=intercept)
+    coef = be.to_numpy(out)
+    intercept = np.zeros(n_targets, dtype=np.float32)
+    if data.fit_intercept:
+        intercept = (data.y_mean - x_mean32 @ coef).astype(np.float32)
+    return dict(coef=coef, intercept=intercept)
+
+
+def kernel_ridge_cv(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, folds: Folds,
+                    fit_intercept: bool = True, n_targets_batch: int | None = None,
+                    backend: str = "numpy", device: str = "cpu", tie_break: str = "auto",
+                    factored_coef: bool = False) -> dict:
+    """:func:`cinebrain.linear.solvers.solve_ridge_cv` in kernel form (validated inputs).
+
+    Parameters
+    ----------
+    X : (n_samples, n_features) float32
+    Y : (n_samples, n_targets) real array (not copied)
+    alphas : (n_alphas,) float64 penalties > 0
+    folds : list of ``(train_idx, val_idx)`` (K-fold; "loo" is the primal path's)
+    tie_break : "auto" or "larger" (exact ties to the larger alpha), or "himalaya"
+        (near-ties re-scored as himalaya's primal ``RidgeCV`` scores them)
+    factored_coef : return ``coef_factors = (basis (n_features, k), components
+        (k, n_targets))`` with ``coef = basis @ components``, instead of ``coef``
+
+    Returns
+    -------
+    dict as :func:`~cinebrain.linear.solvers.solve_ridge_cv` (``coef`` or
+    ``coef_factors``), with ``solver="dual"``.
+
+    Cost per fold: float64 kernels (``n_tr^2 n_features``), one ``(n_tr, n_tr)``
+    eigendecomposition and the stacked operator (``n_alphas n_val n_tr^2``), then
+    ``n_alphas n_val n_tr`` float32 multiply-adds per target; the refit one ``(n, n)``
+    eigendecomposition and ``k n`` per target (``+ n_features k`` for ``coef``).
+    """
+    if folds == "loo" or isinstance(folds, str):
+        raise ValueError("the dual (kernel) path supports K-fold cv, not 'loo'; use "
+                         "solver='primal' (or 'auto') for exact leave-one-out")
+    data = _prepare(X, Y, fit_intercept, backend, device, n_targets_batch, 0)
+    be = data.be
+    gpu = not str(be.device).startswith("cpu")
+    n_val = max(v.size for _, v in folds)
+    data.batch = _dual_chunk_size(n_targets_batch, Y.shape[1], X.shape[0], alphas.size * n_val,
+                                  CHUNK_BYTES_GPU if gpu else CHUNK_BYTES)
+    X64 = be.asarray(X, dtype=np.float64)
+    if fit_intercept:
+        X64 -= be.asarray(data.x_mean, dtype=np.float64)[None, :]
+    data.X = None  # the float32 centred copy is not used here
+    kfolds = [_kernel_fold(be, X64, train, val, alphas, fit_intercept) for train, val in folds]
+    losses = _dual_losses(data, kfolds, alphas.size)
+    del kfolds
+    best, _ = _select(losses, alphas)
+    if tie_break == "himalaya":
+        svds = _himalaya_svds(X, folds, fit_intercept)
+        best = _himalaya_tie_break(Y, folds, svds, alphas, losses, best, fit_intercept)
+        del svds
+    best_alphas = alphas[best]
+    out = _dual_refit(data, X64, best_alphas, factored_coef)
+    return dict(alphas=best_alphas, alpha_index=best, cv_scores=-losses, solver="dual", **out)
