@@ -15,6 +15,11 @@ space (exact, see :mod:`cinebrain.linear.reduce`), and the inner cross-validatio
 the penalties uses contiguous folds inside the training runs, ``gap`` TRs apart
 (:func:`cinebrain.data.splits.contiguous_folds`). For variance partitioning every proper
 subset of bands is refit the same way and predicts the same rows.
+
+Subjects who share a design (the same stimulus in the same runs: the same ``X`` and run
+index) are fit together by :func:`fit_shared_encoding_models`: their targets are stacked,
+so every decomposition is computed once, and the result is cut back per subject
+(:func:`split_targets`; :func:`concat_targets` joins target chunks fit apart).
 """
 
 from __future__ import annotations
@@ -349,3 +354,111 @@ def fit_encoding_model(
         subsets=subsets, model=_to_arrays(fit, train_runs), band_names=band_names,
         scheme=scheme, test_runs=list(test_runs), train_runs=list(train_runs), folds=folds,
     )
+
+
+def _take_targets(a: np.ndarray | None, cols: slice, axis: int = -1) -> np.ndarray | None:
+    if a is None:
+        return None
+    index = [slice(None)] * a.ndim
+    index[axis] = cols
+    return np.ascontiguousarray(a[tuple(index)])
+
+
+def split_targets(result: EncodingResult, sizes: Sequence[int]) -> list[EncodingResult]:
+    """Cut a result fit on stacked targets into consecutive groups of ``sizes`` targets
+    (e.g. one per subject); each is the result of fitting its targets alone (every target
+    is fit independently given the design and the folds). ``sum(sizes)`` must be the
+    number of targets."""
+    sizes = [int(s) for s in sizes]
+    n = result.pred.shape[1]
+    if sum(sizes) != n or min(sizes, default=1) < 0:
+        raise ValueError(f"sizes {sizes} must sum to the result's {n} targets")
+    out = []
+    for start, stop in itertools.pairwise(np.concatenate([[0], np.cumsum(sizes)]).tolist()):
+        cols = slice(start, stop)
+        m = result.model
+        model = EncodingModel(
+            coef=_take_targets(m.coef, cols), intercept=_take_targets(m.intercept, cols),
+            alphas=_take_targets(m.alphas, cols), deltas=_take_targets(m.deltas, cols),
+            feature_mean=m.feature_mean, feature_std=m.feature_std,
+            band_sizes=list(m.band_sizes), train_runs=list(m.train_runs), n_train=m.n_train)
+        out.append(EncodingResult(
+            pred=_take_targets(result.pred, cols), pred_split=_take_targets(result.pred_split, cols),
+            test_rows=result.test_rows, run_index=result.run_index,
+            subsets={k: _take_targets(v, cols) for k, v in result.subsets.items()},
+            model=model, band_names=list(result.band_names), scheme=result.scheme,
+            test_runs=list(result.test_runs), train_runs=list(result.train_runs),
+            folds=[{**f, "alphas": _take_targets(f["alphas"], cols),
+                    "deltas": _take_targets(f["deltas"], cols)} for f in result.folds]))
+    return out
+
+
+def concat_targets(results: Sequence[EncodingResult]) -> EncodingResult:
+    """The inverse of :func:`split_targets`: results of the same design, runs and folds
+    on different targets, joined along the target axis in order (e.g. voxel chunks fit
+    on different processes)."""
+    results = list(results)
+    if not results:
+        raise ValueError("no results to join")
+    first = results[0]
+    if len(results) == 1:
+        return first
+    for r in results[1:]:
+        if (r.scheme != first.scheme or list(r.test_runs) != list(first.test_runs)
+                or not np.array_equal(r.test_rows, first.test_rows)
+                or list(r.band_names) != list(first.band_names)):
+            raise ValueError("results of different designs or splits cannot be joined")
+
+    def cat(arrays, axis=-1):
+        return None if arrays[0] is None else np.concatenate(arrays, axis=axis)
+
+    m = first.model
+    model = EncodingModel(
+        coef=cat([r.model.coef for r in results]), intercept=cat([r.model.intercept for r in results]),
+        alphas=cat([r.model.alphas for r in results]), deltas=cat([r.model.deltas for r in results]),
+        feature_mean=m.feature_mean, feature_std=m.feature_std, band_sizes=list(m.band_sizes),
+        train_runs=list(m.train_runs), n_train=m.n_train)
+    folds = [{**f, "alphas": cat([r.folds[i]["alphas"] for r in results]),
+              "deltas": cat([r.folds[i]["deltas"] for r in results])}
+             for i, f in enumerate(first.folds)]
+    return EncodingResult(
+        pred=cat([r.pred for r in results]), pred_split=cat([r.pred_split for r in results]),
+        test_rows=first.test_rows, run_index=first.run_index,
+        subsets={k: cat([r.subsets[k] for r in results]) for k in first.subsets},
+        model=model, band_names=list(first.band_names), scheme=first.scheme,
+        test_runs=list(first.test_runs), train_runs=list(first.train_runs), folds=folds)
+
+
+def fit_shared_encoding_models(
+    X: np.ndarray,
+    Ys: Sequence[np.ndarray],
+    run_index: np.ndarray,
+    band_sizes: Sequence[int],
+    band_names: Sequence[str] | None = None,
+    **kwargs,
+) -> list[EncodingResult]:
+    """:func:`fit_encoding_model` of several subjects (or any groups of targets) that share
+    one design: the same ``X``, ``run_index`` and so the same outer and inner folds (e.g.
+    subjects who watched the same movie in the same runs).
+
+    The targets are stacked, so every standardisation, band rotation and decomposition
+    (per outer fit, inner fold, penalty candidate and band subset) is computed once instead
+    of once per subject; each target still gets its own penalties. Returns one
+    :class:`EncodingResult` per entry of ``Ys``, equal (to float32 rounding) to fitting
+    it alone with the same arguments.
+
+    ``Ys``: responses ``(n_trs, n_targets_s)`` of each subject, rows as ``X``.
+    ``kwargs``: as :func:`fit_encoding_model`.
+    """
+    Ys = [np.asarray(Y) for Y in Ys]
+    if not Ys:
+        raise ValueError("no responses given")
+    X = np.asarray(X)
+    for i, Y in enumerate(Ys):
+        if Y.ndim != 2 or Y.shape[0] != X.shape[0]:
+            raise ValueError(f"responses {i} have shape {Y.shape}; the design has {X.shape[0]} "
+                             "rows: give (n_trs, n_targets) arrays with the design's rows")
+    Y = Ys[0] if len(Ys) == 1 else np.concatenate(
+        [Y.astype(np.float32, copy=False) for Y in Ys], axis=1)
+    res = fit_encoding_model(X, Y, run_index, band_sizes, band_names, **kwargs)
+    return split_targets(res, [Y.shape[1] for Y in Ys])
