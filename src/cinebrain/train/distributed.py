@@ -9,11 +9,16 @@ here degrades to a single process: rank 0 of a world of 1.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+
+#: Seconds the process sleeps after leaving the process group (see cleanup_distributed).
+_DRAIN_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -63,11 +68,18 @@ def cleanup_distributed() -> None:
     """Leave the process group, if this process joined one.
 
     Every rank waits at a barrier first: a rank that tears its gloo connections down while
-    another is still writing files can abort the other's process at exit.
+    another is still writing files can abort the other's process at exit. Then a second
+    barrier drains the first: gloo's worker threads release a finished collective (and the
+    earlier ones it holds, e.g. the tensors of an ``all_gather_object``) only after the
+    caller has been woken, and that release takes the GIL. A release still pending when the
+    interpreter finalises aborts the process ("terminate called without an active
+    exception"), so the caller waits, with the GIL released, until they are done.
     """
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+        dist.barrier()
         dist.destroy_process_group()
+        time.sleep(_DRAIN_S)  # the GIL released: a worker still releasing a collective ends
 
 
 def get_rank() -> int:
@@ -104,3 +116,28 @@ def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     values = values.clone()
     dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values / get_world_size()
+
+
+_OBJECT_GROUP: list = []
+
+
+def _object_group():
+    """The group object collectives travel over: the default one when it is gloo, else a
+    gloo group of every rank (created on first use, by every rank at once), so that large
+    pickled results stay in host memory rather than going through the GPUs."""
+    if dist.get_backend() == "gloo":
+        return None
+    if not _OBJECT_GROUP:
+        _OBJECT_GROUP.append(dist.new_group(backend="gloo"))
+    return _OBJECT_GROUP[0]
+
+
+def gather_objects(obj: Any, dst: int = 0) -> list[Any] | None:
+    """Every rank's ``obj`` on rank ``dst``, in rank order (None on the other ranks); a
+    one-item list without a process group. Every rank must call it."""
+    if get_world_size() == 1:
+        return [obj]
+    group = _object_group()
+    out: list[Any] | None = [None] * get_world_size() if get_rank() == dst else None
+    dist.gather_object(obj, out, dst=dst, group=group)
+    return out
