@@ -86,3 +86,86 @@ def test_split_and_concat_are_inverse():
         np.testing.assert_array_equal(back.subsets[k], res.subsets[k])
     with pytest.raises(ValueError, match="sum to"):
         split_targets(res, [2, 2])
+
+
+# --------------------------------------------------------------------------- pipeline
+def _config(study, out, subjects=None, **split):
+    from cinebrain.config import RunConfig
+
+    return RunConfig.model_validate({
+        "study": str(study), "out": str(out), "progress": False, "report": False,
+        "subjects": subjects,
+        "features": {"video": ["pixels"], "audio": ["envelope"], "annotation_text": False,
+                     "annotation_columns": False, "transcript": []},
+        "model": {"kind": "banded", "n_alphas": 6, "n_iter": 4, "cv_folds": 3},
+        "split": split,
+        "evaluate": {"n_permutations": 0},
+    })
+
+
+def _files(root):
+    from pathlib import Path
+
+    root = Path(root)
+    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*"))
+            if p.is_file() and p.parts[len(root.parts)] in ("models", "predictions")}
+
+
+def test_pipeline_fits_subjects_sharing_a_design_together(tiny_study, tmp_path):
+    """Two simulated subjects who watched the same movie in the same runs: fitted together
+    (the log says so) into exactly the files, and the values, of fitting each alone."""
+    import json
+    import shutil
+
+    from cinebrain.pipelines import ridge
+
+    lines: list[str] = []
+    together = _config(tiny_study, tmp_path / "together", scheme="leave_one_run_out")
+    ridge.features(together, lambda m: None)
+    ridge.fit(together, lines.append)
+    assert any("sub-01, sub-02 share one design" in line for line in lines), lines
+    alone_files = {}
+    for s in ("sub-01", "sub-02"):  # the same features stage, each subject fitted alone
+        shutil.copytree(tmp_path / "together", tmp_path / s)
+        solo: list[str] = []
+        ridge.fit(_config(tiny_study, tmp_path / s, subjects=[s], scheme="leave_one_run_out"),
+                  solo.append)
+        assert not any("share one design" in line for line in solo)
+        alone_files.update({k: v for k, v in _files(tmp_path / s).items() if f"/{s}/" in k})
+    joint = _files(tmp_path / "together")
+    assert sorted(joint) == sorted(alone_files)
+    assert any(k.endswith("subset_r2__visual.npy") for k in joint)  # band subsets too
+    for rel, path in joint.items():
+        if rel.endswith(".json"):
+            assert json.loads(path.read_text()) == json.loads(alone_files[rel].read_text())
+            continue
+        a, b = np.load(path), np.load(alone_files[rel])
+        assert a.shape == b.shape and a.dtype == b.dtype, rel
+        if rel.endswith(("alpha.npy", "test_run_index.npy", "test_true.npy")):
+            np.testing.assert_array_equal(a, b, err_msg=rel)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=rel)
+    p1 = np.load(joint["predictions/sub-01/test_pred.npy"])
+    p2 = np.load(joint["predictions/sub-02/test_pred.npy"])
+    assert not np.allclose(p1, p2)  # each subject's own targets, not a copy
+
+
+def test_pipeline_keeps_different_designs_apart(tiny_study, tmp_path):
+    """A subject whose runs are timed differently (another response_shift: another X) is
+    not grouped with the others, however its runs are named."""
+    import shutil
+
+    import yaml
+
+    from cinebrain.pipelines import ridge
+
+    study = tmp_path / "study"
+    shutil.copytree(tiny_study.parent, study)
+    spec = yaml.safe_load((study / tiny_study.name).read_text())
+    spec["subjects"]["sub-02"]["runs"][0]["response_shift"] = 1.5
+    (study / tiny_study.name).write_text(yaml.safe_dump(spec))
+    lines: list[str] = []
+    cfg = _config(study / tiny_study.name, tmp_path / "run", scheme="leave_one_run_out")
+    ridge.features(cfg, lambda m: None)
+    ridge.fit(cfg, lines.append)
+    assert not any("share one design" in line for line in lines), lines

@@ -15,6 +15,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -137,68 +138,310 @@ def features(config: RunConfig, log: Log = _print) -> dict:
 
 
 # --------------------------------------------------------------------------- fit
+#: At most this many targets (voxels, ROIs) of subjects sharing a design are stacked in one
+#: fit (memory: the stacked responses and the solvers' work on them); a larger shared
+#: design is fitted in chunks of targets, each chunk's decompositions computed once.
+MAX_SHARED_TARGETS = 100_000
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+@dataclass
+class _Subject:
+    """What the fit plan knows of a subject before its responses are loaded."""
+
+    name: str
+    timings: list
+    run_names: list[str]
+    test_runs: list[int] | None
+    n_targets: int
+    key: str  # hash of its design: X, run index, bands, held-out runs
+
+
+@dataclass
+class _Unit:
+    """Targets ``[start, stop)`` of a design group's stacked targets, fitted together."""
+
+    id: int
+    group: int
+    start: int
+    stop: int
+
+
+class _FitPlan:
+    """The fit stage's work: subjects grouped by identical designs, the groups' stacked
+    targets cut into units, and the units assigned to ranks."""
+
+    def __init__(self, config: RunConfig, study, spaces, mask, subjects: list[str]):
+        from cinebrain.data.design import bands_from_spaces
+
+        self.config, self.study, self.spaces, self.mask = config, study, spaces, mask
+        self.bands = bands_from_spaces(spaces, config.model.bands)
+        self.loro = config.split.scheme == "leave_one_run_out"
+        self.subjects = {s: self._describe(s) for s in subjects}
+        by_key: dict[str, list[str]] = {}
+        for s, info in self.subjects.items():
+            by_key.setdefault(info.key, []).append(s)
+        self.groups = list(by_key.values())
+
+    def design(self, subject: str, timings=None, responses: np.ndarray | None = None):
+        """A subject's :func:`~cinebrain.data.subject_design` (its responses read unless
+        given)."""
+        from cinebrain.data.design import subject_design
+
+        a = self.config.alignment
+        if timings is None:
+            timings = self.subjects[subject].timings
+        return subject_design(self.study, subject, self.spaces, self.bands, mask=self.mask,
+                              hrf=a.hrf, delays=a.delays, high_pass=a.high_pass,
+                              timings=timings, responses=responses)
+
+    def _describe(self, subject: str) -> _Subject:
+        import hashlib
+
+        from cinebrain.data.study import load_responses, run_timings
+
+        timings = run_timings(self.study, subject, self.spaces)
+        names = [t.name for t in timings]
+        if self.loro and len(names) < 2:
+            raise InputError(self.config.study,
+                             f"{subject} has one run; leave-one-run-out needs two or more",
+                             "add runs, or set split.scheme: held_out")
+        test_runs = None if self.loro else test_run_indices(self.config, names, self.config.study)
+        # The design alone (X does not depend on the responses): no responses read here.
+        n_trs = sum(t.n_trs for t in timings)
+        d = self.design(subject, timings, np.zeros((n_trs, 1), np.float32))
+        if any(r.bold for r in self.study.subjects[subject].runs):
+            n_targets = int(np.asarray(self.mask.dataobj).astype(bool).sum())
+        else:  # ROI / array responses: small, read for their number of columns
+            n_targets = int(load_responses(self.study, subject, timings, self.mask).shape[1])
+        h = hashlib.sha256()
+        X = np.ascontiguousarray(d.X)
+        h.update(repr((X.shape, X.dtype.str, d.band_names, d.band_sizes, test_runs)).encode())
+        h.update(X.tobytes())
+        h.update(np.ascontiguousarray(d.run_index, np.int64).tobytes())
+        return _Subject(subject, list(timings), names, test_runs, n_targets, h.hexdigest())
+
+    def sizes(self, group: int) -> list[int]:
+        return [self.subjects[s].n_targets for s in self.groups[group]]
+
+    def units(self, world: int) -> list[_Unit]:
+        """Every group's stacked targets in chunks: at most :data:`MAX_SHARED_TARGETS`
+        and, across ranks, no more than an even share of all targets (voxels are
+        independent given their penalties, so a large subject is split too)."""
+        totals = [sum(self.sizes(g)) for g in range(len(self.groups))]
+        share = max(1, -(-sum(totals) // max(1, world)))
+        units: list[_Unit] = []
+        for g, total in enumerate(totals):
+            chunk = max(1, min(MAX_SHARED_TARGETS, share if world > 1 else total))
+            k = max(1, -(-total // chunk))
+            edges = np.linspace(0, total, k + 1).round().astype(int)
+            units += [_Unit(len(units) + i, g, int(a), int(b))
+                      for i, (a, b) in enumerate(zip(edges[:-1], edges[1:], strict=True))]
+        return units
+
+    @staticmethod
+    def assign(units: list[_Unit], world: int) -> list[list[_Unit]]:
+        """Units per rank: largest first to the least loaded rank, then in plan order."""
+        load = [0] * world
+        ranks: list[list[_Unit]] = [[] for _ in range(world)]
+        for u in sorted(units, key=lambda u: (-(u.stop - u.start), u.id)):
+            r = min(range(world), key=lambda i: (load[i], i))
+            load[r] += u.stop - u.start
+            ranks[r].append(u)
+        return [sorted(rs, key=lambda u: u.id) for rs in ranks]
+
+
 def fit(config: RunConfig, log: Log = _print) -> dict:
     """Fit one encoding model per subject and predict its held-out runs.
 
     ``split.scheme`` "held_out": fit on the training runs, predict ``split.test_runs``.
     "leave_one_run_out": every run is predicted by a model fit on the other runs; the
     saved model is then refit on all runs.
-    """
-    from cinebrain.data.design import bands_from_spaces, subject_design
-    from cinebrain.data.splits import HRF_LENGTH_S, gap_trs
-    from cinebrain.data.study import repeated_runs, run_timings
-    from cinebrain.linear.encoding import alpha_grid, fit_encoding_model
 
+    Subjects whose designs are identical (the same design matrix, run index, bands and
+    held-out runs: the same stimulus in the same runs) are fitted together on stacked
+    targets (:func:`cinebrain.linear.encoding.fit_shared_encoding_models`): every
+    decomposition once, the same files as fitting them one by one.
+
+    Under ``torchrun`` (a process group of several ranks) the groups' targets are split
+    across the ranks (whole subjects, and chunks of the voxels of large ones); rank 0
+    gathers the results over the process group, writes and commits the stage, and alone
+    logs. A failure on any rank fails the stage on every rank, and the run folder is left
+    as it was.
+    """
+    from cinebrain.train.distributed import get_rank, get_world_size
+
+    rank, world = get_rank(), get_world_size()
+    log = log if rank == 0 else _quiet
     run = RunFolder(config.out)
     fm, spaces, mask = read_features(run)
     study = load(config)
     subjects = check_subjects(config, study, fm)
-    bands = bands_from_spaces(spaces, config.model.bands)
-    m, a = config.model, config.alignment
-    loro = config.split.scheme == "leave_one_run_out"
-    results = {}
+    plan = _FitPlan(config, study, spaces, mask, subjects)
+    units = plan.units(world)
     hash_ = section_hash(config, "study", "features", "subjects", "alignment", "model", "split",
                          "evaluate")
-    with run.stage("fit", depends=["features"], config_hash=hash_,
-                   owns=("models", "predictions")) as st:
-        for subject in subjects:
-            t0 = time.perf_counter()
-            timings = run_timings(study, subject, spaces)
-            names = [t.name for t in timings]
-            if loro and len(names) < 2:
-                raise InputError(config.study,
-                                 f"{subject} has one run; leave-one-run-out needs two or more",
-                                 "add runs, or set split.scheme: held_out")
-            test_runs = None if loro else test_run_indices(config, names, config.study)
-            d = subject_design(study, subject, spaces, bands, mask=mask, hrf=a.hrf,
-                               delays=a.delays, high_pass=a.high_pass, timings=timings)
-            res = fit_encoding_model(
-                d.X, d.Y, d.run_index, d.band_sizes, d.band_names, scheme=config.split.scheme,
-                test_runs=test_runs, kind=m.kind,
-                alphas=alpha_grid(m.alpha_min, m.alpha_max, m.n_alphas), n_iter=m.n_iter,
-                cv_folds=m.cv_folds, gap=gap_trs(study.tr, HRF_LENGTH_S), backend=m.backend,
-                device=m.device,
-                variance_partitioning=config.evaluate.variance_partitioning,
-                log=(lambda msg, s=subject: log(f"    {s} {msg}")) if loro else None,
-                run_names=names,
-            )
-            _write_fit(st, subject, d, res, names, config.split.scheme)
-            _write_refit_null(config, st, subject, d, res, log)
-            repeats = repeated_runs(timings)
-            if repeats:
-                save_npy(st.prediction(subject, "repeats"),
-                         np.stack([d.Y[d.run_index == i] for i in repeats]))
-            n_features = int(res.model.feature_mean.size)
-            results[subject] = {"n_train": int(res.model.n_train), "n_test": int(res.test_rows.size),
-                                "n_targets": int(d.Y.shape[1]), "n_features": n_features,
-                                "scheme": config.split.scheme,
-                                "seconds": round(time.perf_counter() - t0, 2)}
-            how = (f"each of {len(names)} runs predicted by a model fit on the others"
-                   if loro else f"fit on {res.model.n_train} TRs")
-            log(f"  {subject}: {n_features} features x {d.Y.shape[1]} targets, {how}; "
-                f"{res.test_rows.size} held-out TRs scored ({time.perf_counter() - t0:.1f} s)")
-        save_config(config, st.config)
-        st.info = {"subjects": subjects, "results": results}
+    for members in plan.groups:
+        if len(members) > 1:
+            log(f"  {', '.join(members)} share one design (same design matrix, runs and folds): "
+                f"fitted together, {sum(plan.subjects[s].n_targets for s in members)} "
+                "targets stacked")
+    results: dict = {}
+    if world == 1:
+        with run.stage("fit", depends=["features"], config_hash=hash_,
+                       owns=("models", "predictions")) as st:
+            for g in range(len(plan.groups)):
+                t0 = time.perf_counter()
+                designs: dict = {}
+                chunks = [_fit_unit(plan, u, designs, log) for u in units if u.group == g]
+                _write_group(plan, st, g, designs, chunks, results, log, t0)
+            save_config(config, st.config)
+            st.info = {"subjects": subjects, "results": results}
+        return results
+    return _fit_distributed(plan, run, units, world, rank, hash_, subjects, log)
+
+
+def _fit_unit(plan: _FitPlan, unit: _Unit, designs: dict, log: Log):
+    """Fit one unit's targets (columns of the group's stacked responses); ``designs``
+    caches the group's subject designs."""
+    from cinebrain.data.splits import HRF_LENGTH_S, gap_trs
+    from cinebrain.linear.encoding import alpha_grid, fit_encoding_model
+
+    config, study = plan.config, plan.study
+    members = plan.groups[unit.group]
+    offsets = np.concatenate([[0], np.cumsum(plan.sizes(unit.group))])
+    parts = []
+    for i, s in enumerate(members):
+        lo, hi = max(unit.start, offsets[i]), min(unit.stop, offsets[i + 1])
+        if lo >= hi:
+            continue
+        if s not in designs:
+            designs[s] = plan.design(s)
+        parts.append(designs[s].Y[:, lo - offsets[i]:hi - offsets[i]])
+    d = designs[next(s for s in members if s in designs)]
+    Y = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+    info = plan.subjects[members[0]]
+    m = config.model
+    whole = unit.start == 0 and unit.stop == offsets[-1]
+    who = "+".join(members) if whole else f"{'+'.join(members)}[{unit.start}:{unit.stop}]"
+    return fit_encoding_model(
+        d.X, Y, d.run_index, d.band_sizes, d.band_names, scheme=config.split.scheme,
+        test_runs=info.test_runs, kind=m.kind,
+        alphas=alpha_grid(m.alpha_min, m.alpha_max, m.n_alphas), n_iter=m.n_iter,
+        cv_folds=m.cv_folds, gap=gap_trs(study.tr, HRF_LENGTH_S), backend=m.backend,
+        device=m.device, variance_partitioning=config.evaluate.variance_partitioning,
+        log=(lambda msg: log(f"    {who} {msg}")) if plan.loro else None,
+        run_names=info.run_names,
+    )
+
+
+def _write_group(plan: _FitPlan, st: StagedFolder, group: int, designs: dict, chunks: list,
+                 results: dict, log: Log, t0: float) -> None:
+    """Every subject's files of a design group, from the group's fitted chunks."""
+    from cinebrain.data.study import repeated_runs
+    from cinebrain.linear.encoding import concat_targets, split_targets
+
+    config = plan.config
+    members = plan.groups[group]
+    per_subject = split_targets(concat_targets(chunks), plan.sizes(group))
+    for s, res in zip(members, per_subject, strict=True):
+        d = designs.get(s) or plan.design(s)
+        info = plan.subjects[s]
+        names = info.run_names
+        _write_fit(st, s, d, res, names, config.split.scheme)
+        _write_refit_null(config, st, s, d, res, log)
+        repeats = repeated_runs(info.timings)
+        if repeats:
+            save_npy(st.prediction(s, "repeats"),
+                     np.stack([d.Y[d.run_index == i] for i in repeats]))
+        n_features = int(res.model.feature_mean.size)
+        results[s] = {"n_train": int(res.model.n_train), "n_test": int(res.test_rows.size),
+                      "n_targets": int(d.Y.shape[1]), "n_features": n_features,
+                      "scheme": config.split.scheme,
+                      "seconds": round(time.perf_counter() - t0, 2)}
+        if len(members) > 1:
+            results[s]["shared_design_with"] = [m for m in members if m != s]
+        how = (f"each of {len(names)} runs predicted by a model fit on the others"
+               if plan.loro else f"fit on {res.model.n_train} TRs")
+        log(f"  {s}: {n_features} features x {d.Y.shape[1]} targets, {how}; "
+            f"{res.test_rows.size} held-out TRs scored ({time.perf_counter() - t0:.1f} s)")
+        designs.pop(s, None)
+
+
+def _failure(e: BaseException) -> dict:
+    """What a rank sends the others of its failure (exceptions need not pickle)."""
+    if isinstance(e, InputError):
+        return {"kind": "input", "where": e.where, "problem": e.problem, "fix": e.fix}
+    return {"kind": "value" if isinstance(e, ValueError) else "other",
+            "message": f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e)}
+
+
+def _raise_failure(failures: list, rank: int) -> None:
+    """Raise the first rank's failure on every rank (the failing rank re-raises its own)."""
+    for r, f in enumerate(failures):
+        if f is None:
+            continue
+        if f["kind"] == "input":
+            err: Exception = InputError(f["where"], f["problem"], f["fix"])
+        elif f["kind"] == "value":
+            err = ValueError(f["message"])
+        else:
+            err = RuntimeError(f"the fit stage failed on rank {r}: {f['message']}")
+        err.from_rank = r  # type: ignore[attr-defined]
+        raise err
+
+
+def _fit_distributed(plan: _FitPlan, run: RunFolder, units: list[_Unit], world: int, rank: int,
+                     hash_: str, subjects: list[str], log: Log) -> dict:
+    from cinebrain.train.distributed import all_gather_objects, gather_objects
+
+    mine = plan.assign(units, world)[rank]
+    done: dict[int, object] = {}
+    failure = None
+    designs: dict = {}
+    group = None
+    try:
+        for u in mine:
+            if u.group != group:
+                designs, group = {}, u.group
+            done[u.id] = _fit_unit(plan, u, designs, _quiet)
+    except Exception as e:  # every rank learns of it before anyone writes
+        failure = e
+    designs = {}
+    failures = all_gather_objects(None if failure is None else _failure(failure))
+    if any(f is not None for f in failures):
+        if failure is not None:
+            raise failure
+        _raise_failure(failures, rank)
+    log(f"  {len(units)} fit(s) on {world} ranks: "
+        + ", ".join(f"rank {r} {len(us)}" for r, us in enumerate(plan.assign(units, world))))
+    gathered: dict[int, object] = {}
+    for u in units:  # one message per unit: no rank sends everything at once
+        got = gather_objects(done.pop(u.id, None))
+        if got is not None:
+            gathered[u.id] = next(g for g in got if g is not None)
+    results: dict = {}
+    failure = None
+    if rank == 0:
+        try:
+            with run.stage("fit", depends=["features"], config_hash=hash_,
+                           owns=("models", "predictions")) as st:
+                for g in range(len(plan.groups)):
+                    t0 = time.perf_counter()
+                    chunks = [gathered.pop(u.id) for u in units if u.group == g]
+                    _write_group(plan, st, g, {}, chunks, results, log, t0)
+                save_config(plan.config, st.config)
+                st.info = {"subjects": subjects, "results": results, "ranks": world}
+        except Exception as e:
+            failure = e
+    failures = all_gather_objects(None if failure is None else _failure(failure))
+    if failure is not None:
+        raise failure
+    if any(f is not None for f in failures):
+        _raise_failure(failures, rank)
     return results
 
 
