@@ -376,11 +376,36 @@ def _stage(name: str):
         config = _stage_config(args, name)
         from cinebrain.pipelines import ridge
 
+        if name == "fit" and _torchrun_rank() is not None:
+            return _fit_distributed(config)
         print(f"[{name}] run folder {config.out}")
         getattr(ridge, name)(config)
         return 0
 
     return run
+
+
+def _torchrun_rank() -> int | None:
+    """This process's rank when ``torchrun`` started it (world larger than one), else None."""
+    if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return int(os.environ["RANK"])
+    return None
+
+
+def _fit_distributed(config: RunConfig) -> int:
+    """The fit stage on every rank of a ``torchrun`` process group (gloo on CPU, NCCL where
+    CUDA is available): subjects and voxel chunks split across ranks, rank 0 writes."""
+    from cinebrain.pipelines import ridge
+    from cinebrain.train.distributed import cleanup_distributed, setup_distributed
+
+    info = setup_distributed()
+    try:
+        if info.is_main:
+            print(f"[fit] run folder {config.out} ({info.world_size} ranks)")
+        ridge.fit(config)
+    finally:
+        cleanup_distributed()
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -614,21 +639,33 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    rank = _torchrun_rank()
+    if rank:  # under torchrun only rank 0 speaks (a rank's own failure is still said)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the process's lifetime)
     try:
         if not hasattr(args, "config"):  # commands with a run config set it from the config
             set_threads(args.global_threads)
         return int(args.func(args) or 0)
     except InputError as e:
-        print(f"cinebrain: error: {e}", file=sys.stderr)
+        _say_error(str(e), rank, e)
         return 2
     except ValueError as e:
         # a value the user chose that the library cannot work with (e.g. too few TRs
         # for the folds): one line, like every other user error
-        print(f"cinebrain: error: {' '.join(str(e).split())}", file=sys.stderr)
+        _say_error(" ".join(str(e).split()), rank, e)
         return 2
     except KeyboardInterrupt:
         print("cinebrain: interrupted", file=sys.stderr)
         return 130
+
+
+def _say_error(message: str, rank: int | None, e: BaseException) -> None:
+    """The one-line error; under torchrun a rank other than 0 says only its own failure
+    (rank 0 says every rank's), prefixed with its rank."""
+    if not rank:
+        print(f"cinebrain: error: {message}", file=sys.stderr)
+    elif getattr(e, "from_rank", rank) == rank:
+        print(f"cinebrain (rank {rank}): error: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -398,6 +398,7 @@ def _fit_distributed(plan: _FitPlan, run: RunFolder, units: list[_Unit], world: 
                      hash_: str, subjects: list[str], log: Log) -> dict:
     from cinebrain.train.distributed import all_gather_objects, gather_objects
 
+    t0 = time.perf_counter()  # the subjects' times: since the ranks started fitting
     mine = plan.assign(units, world)[rank]
     done: dict[int, object] = {}
     failure = None
@@ -430,7 +431,6 @@ def _fit_distributed(plan: _FitPlan, run: RunFolder, units: list[_Unit], world: 
             with run.stage("fit", depends=["features"], config_hash=hash_,
                            owns=("models", "predictions")) as st:
                 for g in range(len(plan.groups)):
-                    t0 = time.perf_counter()
                     chunks = [gathered.pop(u.id) for u in units if u.group == g]
                     _write_group(plan, st, g, {}, chunks, results, log, t0)
                 save_config(plan.config, st.config)
