@@ -5,10 +5,12 @@ samples than ``X`` has features (``solver="auto"``), or when asked (``solver="du
 answers are those of the primal path (the same ridge, the same CV criterion); only the
 algebra differs, and everything below is exact.
 
-* Per fold, the training kernel ``K = Xc_tr Xc_tr'`` ``(n_tr, n_tr)`` and the cross-kernel
-  ``C = Xc_val Xc_tr'`` ``(n_val, n_tr)`` are formed in float64 from the float32 design,
-  both centred on the fold's training means (the intercept is unpenalised, as in the primal
-  path). ``K = U diag(lam) U'`` is diagonalised once for every alpha and target; directions
+* The kernel of all samples ``X X'`` ``(n, n)`` is formed once in float64 from the float32
+  design. Each fold's training kernel ``K = Xc_tr Xc_tr'`` ``(n_tr, n_tr)`` and
+  cross-kernel ``C = Xc_val Xc_tr'`` ``(n_val, n_tr)``, centred on the fold's training
+  means (the intercept is unpenalised, as in the primal path), are blocks of it corrected
+  by the means (no pass over the features per fold), and the refit uses it whole.
+  ``K = U diag(lam) U'`` is diagonalised once for every alpha and target; directions
   with ``lam <= 1e-12 max(lam)`` (the constant vector, which centring removes, and any other
   null direction of the training rows) carry nothing and are dropped (``k`` kept).
 * Validation predictions come from the kernels without forming weights:
@@ -67,15 +69,6 @@ class _KernelFold:
     right: object | None  # (r, n_train) float32 backend (U'), or None: left is the hat matrix
 
 
-def _centred64(be, X64, rows, fit_intercept: bool):
-    """Rows of the float64 design and their mean (zeros without intercept)."""
-    block = be.take_rows(X64, rows)
-    if fit_intercept:
-        mean = block.mean(0)
-        return block - mean, mean
-    return block, None
-
-
 def _kernel_eigh(be, K):
     """Eigenvalues and eigenvectors of a kernel, null directions dropped."""
     lam, U = be.eigh(K)
@@ -86,15 +79,26 @@ def _kernel_eigh(be, K):
     return lam, U
 
 
-def _kernel_fold(be, X64, train, val, alphas, fit_intercept: bool) -> _KernelFold:
-    """A fold's stacked prediction operator for every alpha (see the module docstring)."""
-    X_tr, mean = _centred64(be, X64, train, fit_intercept)
-    X_val = be.take_rows(X64, val)
-    if mean is not None:
-        X_val = X_val - mean
-    lam, U = _kernel_eigh(be, X_tr @ X_tr.T)
-    B = (X_val @ X_tr.T) @ U  # (n_val, k)
-    del X_tr, X_val
+def _kernel_fold(be, K, train, val, alphas, fit_intercept: bool) -> _KernelFold:
+    """A fold's stacked prediction operator for every alpha (see the module docstring).
+
+    ``K`` is the ``(n, n)`` float64 kernel of all samples; the fold's kernels centred on
+    its training mean ``m`` follow from it: ``(x_i - m)'(x_j - m) = K_ij - r_i - r_j + c``
+    with ``r = K[:, train].mean(1)`` and ``c = r[train].mean()``.
+    """
+    rows_tr = be.take_rows(K, train)  # (n_tr, n)
+    K_tr = rows_tr[:, be.indices(train)]
+    C = be.take_rows(K, val)[:, be.indices(train)]  # (n_val, n_tr)
+    if fit_intercept:
+        r = rows_tr.mean(0)  # (n,): x_i' m
+        r_tr, r_val = be.take_rows(r, train), be.take_rows(r, val)
+        c = r_tr.mean()
+        K_tr = K_tr - r_tr[:, None] - r_tr[None, :] + c
+        C = C - r_val[:, None] - r_tr[None, :] + c
+    del rows_tr
+    lam, U = _kernel_eigh(be, K_tr)
+    del K_tr
+    B = C @ U  # (n_val, k)
     alphas64 = be.asarray(alphas, dtype=np.float64)
     inv = 1.0 / (lam[None, :] + alphas64[:, None])  # (n_alphas, k)
     n_alphas, (n_val, k), n_tr = alphas.size, B.shape, train.size
@@ -139,11 +143,12 @@ def _dual_losses(data, folds: list[_KernelFold], n_alphas: int) -> np.ndarray:
     return losses
 
 
-def _dual_refit(data, X64, alpha_per_target: np.ndarray, factored: bool) -> dict:
-    """Ridge weights on all samples from the full kernel: ``coef`` or its two factors."""
+def _dual_refit(data, X64, K, alpha_per_target: np.ndarray, factored: bool) -> dict:
+    """Ridge weights on all samples from the full kernel ``K = X64 X64'`` (``X64`` centred
+    if there is an intercept): ``coef`` or its two factors."""
     be = data.be
     n_targets = data.Y.shape[1]
-    lam, U = _kernel_eigh(be, X64 @ X64.T)
+    lam, U = _kernel_eigh(be, K)
     s = lam**0.5
     V = be.float32((X64.T @ U) / s[None, :])  # (p, k), orthonormal columns
     Ut = be.float32(U.T)  # (k, n)
@@ -191,10 +196,12 @@ def kernel_ridge_cv(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, folds: Fol
     dict as :func:`~cinebrain.linear.solvers.solve_ridge_cv` (``coef`` or
     ``coef_factors``), with ``solver="dual"``.
 
-    Cost per fold: float64 kernels (``n_tr^2 n_features``), one ``(n_tr, n_tr)``
-    eigendecomposition and the stacked operator (``n_alphas n_val n_tr^2``), then
+    Cost: the float64 kernel once (``n^2 n_features``); per fold one ``(n_tr, n_tr)``
+    eigendecomposition and the stacked operator (``n_alphas n_val n_tr^2``, float64), then
     ``n_alphas n_val n_tr`` float32 multiply-adds per target; the refit one ``(n, n)``
-    eigendecomposition and ``k n`` per target (``+ n_features k`` for ``coef``).
+    eigendecomposition, ``n_features n k`` for the basis, and ``k n`` per target
+    (``+ n_features k`` for ``coef``). Memory: the factors ``(n_features + n_targets) k``,
+    the folds' operators ``n_folds n_alphas n_val n_tr``, and one chunk of targets.
     """
     if folds == "loo" or isinstance(folds, str):
         raise ValueError("the dual (kernel) path supports K-fold cv, not 'loo'; use "
@@ -209,7 +216,8 @@ def kernel_ridge_cv(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, folds: Fol
     if fit_intercept:
         X64 -= be.asarray(data.x_mean, dtype=np.float64)[None, :]
     data.X = None  # the float32 centred copy is not used here
-    kfolds = [_kernel_fold(be, X64, train, val, alphas, fit_intercept) for train, val in folds]
+    K = X64 @ X64.T  # (n, n): every fold's kernels are blocks of it, re-centred
+    kfolds = [_kernel_fold(be, K, train, val, alphas, fit_intercept) for train, val in folds]
     losses = _dual_losses(data, kfolds, alphas.size)
     del kfolds
     best, _ = _select(losses, alphas)
@@ -218,5 +226,5 @@ def kernel_ridge_cv(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, folds: Fol
         best = _himalaya_tie_break(Y, folds, svds, alphas, losses, best, fit_intercept)
         del svds
     best_alphas = alphas[best]
-    out = _dual_refit(data, X64, best_alphas, factored_coef)
+    out = _dual_refit(data, X64, K, best_alphas, factored_coef)
     return dict(alphas=best_alphas, alpha_index=best, cv_scores=-losses, solver="dual", **out)
