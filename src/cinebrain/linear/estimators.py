@@ -269,6 +269,7 @@ class BandedRidgeCV(_RidgeEstimator):
     cv_scores_ : (n_iter, n_targets) negative validation MSE of each candidate (best alpha).
     gammas_ : (n_iter, n_bands) candidates searched.
     band_slices_ : list of the bands' column slices.
+    solver_ : "primal" or "dual", the path ``solver`` took.
     n_features_in_, feature_names_in_ : as :class:`RidgeCV`.
 
     With a 1-D ``y`` the per-target attributes drop their target axis.
@@ -312,6 +313,7 @@ class BandedRidgeCV(_RidgeEstimator):
         self.deltas_ = out["deltas"]
         self.best_gammas_ = out["best_gammas"]
         self.gammas_ = out["gammas"]
+        self.solver_ = out["solver"]
         if ravel:
             self.deltas_, self.best_gammas_ = self.deltas_[:, 0], self.best_gammas_[:, 0]
         return self

@@ -45,9 +45,9 @@ from cinebrain.linear.solvers import (
     CHUNK_BYTES,
     CHUNK_BYTES_GPU,
     TRIANGLE_BLOCK_ROWS,
+    _BestPairs,
     _chunk_size,
     _chunks,
-    _BestPairs,
     _Data,
     _triangular_blocks,
 )

@@ -898,10 +898,13 @@ def solve_banded_ridge_cv(X, Y, groups, alphas=DEFAULT_ALPHAS, gammas=None, n_it
     a switched-off band gets log(1e-10 / alpha)), ``best_alphas`` (n_targets,),
     ``best_gammas`` (n_bands, n_targets), ``coef`` (n_features, n_targets) float32,
     ``intercept`` (n_targets,), ``cv_scores`` (n_iter, n_targets): negative validation MSE
-    of the best alpha for each candidate, ``gammas`` (n_iter, n_bands).
+    of the best alpha for each candidate, ``gammas`` (n_iter, n_bands), and ``solver``
+    ("primal" or "dual": the path taken).
     """
     X, Y = _inputs(X, Y, check_input)
     alphas = check_alphas(alphas)
+    if solver not in BANDED_SOLVERS:
+        raise ValueError(f"solver must be one of {BANDED_SOLVERS}, got {solver!r}")
     slices = check_groups(groups, X.shape[1])
     n_bands, n_targets = len(slices), Y.shape[1]
     if gammas is None:
@@ -914,8 +917,6 @@ def solve_banded_ridge_cv(X, Y, groups, alphas=DEFAULT_ALPHAS, gammas=None, n_it
     folds = check_cv(cv, X, Y, groups=run_index, gap=gap)
     if folds == "loo":
         raise ValueError("banded ridge supports K-fold cv (int or list of splits), not 'loo'")
-    if solver not in BANDED_SOLVERS:
-        raise ValueError(f"solver must be one of {BANDED_SOLVERS}, got {solver!r}")
     if solver == "auto":
         solver = "dual" if max(tr.size for tr, _ in folds) < X.shape[1] else "primal"
     n_val = max(v.size for _, v in folds)
@@ -925,7 +926,8 @@ def solve_banded_ridge_cv(X, Y, groups, alphas=DEFAULT_ALPHAS, gammas=None, n_it
 
         coef, cv_scores, best_gamma, best_alpha = banded_ridge_cv_dual(
             data, folds, slices, alphas, gammas, n_targets_batch)
-        return _banded_result(data, coef, alphas, gammas, best_gamma, best_alpha, cv_scores)
+        return _banded_result(data, coef, alphas, gammas, best_gamma, best_alpha, cv_scores,
+                              solver)
     XtY, col_sums = _cross_products(data)
     fold_objs = [_make_fold(data, tr, va) for tr, va in folds]
 
@@ -945,15 +947,17 @@ def solve_banded_ridge_cv(X, Y, groups, alphas=DEFAULT_ALPHAS, gammas=None, n_it
     for i in np.unique(best.gamma):
         targets = np.flatnonzero(best.gamma == i)
         _refit(data, XtY, best_alphas, np.sqrt(gammas[i][band_of]), targets=targets, gram=gram)
-    return _banded_result(data, XtY, alphas, gammas, best.gamma, best.alpha, best.cv_scores)
+    return _banded_result(data, XtY, alphas, gammas, best.gamma, best.alpha, best.cv_scores,
+                          solver)
 
 
-def _banded_result(data: _Data, coef, alphas, gammas, best_gamma, best_alpha,
-                   cv_scores) -> dict:
+def _banded_result(data: _Data, coef, alphas, gammas, best_gamma, best_alpha, cv_scores,
+                   solver: str) -> dict:
     """The dict :func:`solve_banded_ridge_cv` returns, from the backend's coefficients."""
     coef = data.be.to_numpy(coef)
     best_alphas = alphas[best_alpha]
     best_gammas = gammas[best_gamma].T  # (n_bands, n_targets)
     deltas = np.log(np.maximum(best_gammas, 1e-10) / best_alphas[None, :])
     return dict(deltas=deltas, best_alphas=best_alphas, best_gammas=best_gammas, coef=coef,
-                intercept=_intercept(data, coef), cv_scores=cv_scores, gammas=gammas)
+                intercept=_intercept(data, coef), cv_scores=cv_scores, gammas=gammas,
+                solver=solver)
