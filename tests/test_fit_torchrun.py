@@ -113,3 +113,26 @@ def test_a_failure_on_one_rank_fails_every_rank_and_changes_nothing(tiny_study, 
     assert "exitcode  : 2" in done.stderr  # both ranks: user error, no traceback
     assert done.stderr.count("exitcode  : 2") == 2
     assert _tree(run) == before and not list(run.glob(".staging-*"))
+
+
+def test_units_split_large_subjects_and_keep_small_ones_whole():
+    from cinebrain.pipelines.ridge import assign_units, fit_units
+
+    # 17 ROI subjects that share nothing, 2 ranks: whole subjects, 9 and 8
+    units = fit_units([6] * 17, 2)
+    assert [(u.start, u.stop) for u in units] == [(0, 6)] * 17
+    assert sorted(len(r) for r in assign_units(units, 2)) == [8, 9]
+    # two whole-brain subjects sharing a design on 4 ranks: 4 even voxel chunks, one each
+    units = fit_units([2 * 85810], 4)
+    assert [u.stop - u.start for u in units] == [42905] * 4 and units[-1].stop == 171620
+    assert [len(r) for r in assign_units(units, 4)] == [1, 1, 1, 1]
+    # one process: a group whole, unless it stacks more than the cap
+    assert [(u.start, u.stop) for u in fit_units([300, 7], 1, cap=100)] == [
+        (0, 100), (100, 200), (200, 300), (0, 7)]
+    # every target of every group exactly once, whatever the ranks
+    for world in (1, 3, 8):
+        units = fit_units([5, 1000, 37, 0], world)
+        for g, total in enumerate([5, 1000, 37, 0]):
+            cols = [c for u in units if u.group == g for c in range(u.start, u.stop)]
+            assert cols == list(range(total))
+        assert sum(len(r) for r in assign_units(units, world)) == len(units)

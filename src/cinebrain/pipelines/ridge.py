@@ -228,30 +228,35 @@ class _FitPlan:
         return [self.subjects[s].n_targets for s in self.groups[group]]
 
     def units(self, world: int) -> list[_Unit]:
-        """Every group's stacked targets in chunks: at most :data:`MAX_SHARED_TARGETS`
-        and, across ranks, no more than an even share of all targets (voxels are
-        independent given their penalties, so a large subject is split too)."""
-        totals = [sum(self.sizes(g)) for g in range(len(self.groups))]
-        share = max(1, -(-sum(totals) // max(1, world)))
-        units: list[_Unit] = []
-        for g, total in enumerate(totals):
-            chunk = max(1, min(MAX_SHARED_TARGETS, share if world > 1 else total))
-            k = max(1, -(-total // chunk))
-            edges = np.linspace(0, total, k + 1).round().astype(int)
-            units += [_Unit(len(units) + i, g, int(a), int(b))
-                      for i, (a, b) in enumerate(zip(edges[:-1], edges[1:], strict=True))]
-        return units
+        """The work of ``world`` ranks (:func:`fit_units`)."""
+        return fit_units([sum(self.sizes(g)) for g in range(len(self.groups))], world)
 
-    @staticmethod
-    def assign(units: list[_Unit], world: int) -> list[list[_Unit]]:
-        """Units per rank: largest first to the least loaded rank, then in plan order."""
-        load = [0] * world
-        ranks: list[list[_Unit]] = [[] for _ in range(world)]
-        for u in sorted(units, key=lambda u: (-(u.stop - u.start), u.id)):
-            r = min(range(world), key=lambda i: (load[i], i))
-            load[r] += u.stop - u.start
-            ranks[r].append(u)
-        return [sorted(rs, key=lambda u: u.id) for rs in ranks]
+
+def fit_units(totals: list[int], world: int, cap: int = MAX_SHARED_TARGETS) -> list[_Unit]:
+    """Every design group's stacked targets (``totals``) in chunks of at most ``cap`` and,
+    on several ranks, at most an even share of all targets: voxels are independent given
+    their penalties, so a large subject is split across ranks, while small subjects
+    (ROIs) stay whole."""
+    share = max(1, -(-sum(totals) // max(1, world)))
+    units: list[_Unit] = []
+    for g, total in enumerate(totals):
+        chunk = max(1, min(cap, share if world > 1 else total))
+        k = max(1, -(-total // chunk))
+        edges = np.linspace(0, total, k + 1).round().astype(int)
+        units += [_Unit(len(units) + i, g, int(a), int(b))
+                  for i, (a, b) in enumerate(zip(edges[:-1], edges[1:], strict=True))]
+    return units
+
+
+def assign_units(units: list[_Unit], world: int) -> list[list[_Unit]]:
+    """Units per rank: largest first to the least loaded rank, each rank's in plan order."""
+    load = [0] * world
+    ranks: list[list[_Unit]] = [[] for _ in range(world)]
+    for u in sorted(units, key=lambda u: (-(u.stop - u.start), u.id)):
+        r = min(range(world), key=lambda i: (load[i], i))
+        load[r] += u.stop - u.start
+        ranks[r].append(u)
+    return [sorted(rs, key=lambda u: u.id) for rs in ranks]
 
 
 def fit(config: RunConfig, log: Log = _print) -> dict:
@@ -399,7 +404,7 @@ def _fit_distributed(plan: _FitPlan, run: RunFolder, units: list[_Unit], world: 
     from cinebrain.train.distributed import all_gather_objects, gather_objects
 
     t0 = time.perf_counter()  # the subjects' times: since the ranks started fitting
-    mine = plan.assign(units, world)[rank]
+    mine = assign_units(units, world)[rank]
     done: dict[int, object] = {}
     failure = None
     designs: dict = {}
@@ -418,7 +423,7 @@ def _fit_distributed(plan: _FitPlan, run: RunFolder, units: list[_Unit], world: 
             raise failure
         _raise_failure(failures, rank)
     log(f"  {len(units)} fit(s) on {world} ranks: "
-        + ", ".join(f"rank {r} {len(us)}" for r, us in enumerate(plan.assign(units, world))))
+        + ", ".join(f"rank {r} {len(us)}" for r, us in enumerate(assign_units(units, world))))
     gathered: dict[int, object] = {}
     for u in units:  # one message per unit: no rank sends everything at once
         got = gather_objects(done.pop(u.id, None))
