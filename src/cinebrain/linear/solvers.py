@@ -870,8 +870,11 @@ def solve_banded_ridge_cv(X, Y, groups, alphas=DEFAULT_ALPHAS, gammas=None, n_it
     The penalty of band ``b`` for target ``t`` is ``alpha_t / gamma_bt``; the search tries
     every candidate ``gamma`` (band weights on the simplex, see
     :func:`band_weight_candidates`) with every ``alpha``, keeps the best pair per target,
-    and refits on all samples. Per fold the band Gram blocks are computed once; each
-    candidate only re-diagonalises the weighted ``(n_features, n_features)`` Gram matrix.
+    and refits on all samples. Primal path: per fold the band Gram blocks are computed
+    once; each candidate only re-diagonalises the weighted ``(n_features, n_features)``
+    Gram matrix. Kernel path (``solver``, for designs wider than the folds' training sets):
+    the band kernels are computed once; each candidate re-diagonalises each fold's weighted
+    ``(n_train, n_train)`` kernel (:mod:`cinebrain.linear.kernel_banded`).
 
     Parameters
     ----------
