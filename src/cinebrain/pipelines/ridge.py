@@ -268,8 +268,9 @@ def fit(config: RunConfig, log: Log = _print) -> dict:
 
     Subjects whose designs are identical (the same design matrix, run index, bands and
     held-out runs: the same stimulus in the same runs) are fitted together on stacked
-    targets (:func:`cinebrain.linear.encoding.fit_shared_encoding_models`): every
-    decomposition once, the same files as fitting them one by one.
+    targets, as :func:`cinebrain.linear.encoding.fit_shared_encoding_models` does: every
+    decomposition once, the same files as fitting them one by one (the manifest's
+    ``results`` name each subject's ``shared_design_with``).
 
     Under ``torchrun`` (a process group of several ranks) the groups' targets are split
     across the ranks (whole subjects, and chunks of the voxels of large ones); rank 0
