@@ -47,14 +47,15 @@ def _own_cores() -> None:
 
 _own_cores()
 
-#: Modules whose module-scoped fixtures run pipeline stages, longest first (seconds on one
-#: core, measured with ``--durations``): handed out first, so that the short modules fill
-#: the end of the run on both workers.
+#: The longest modules (seconds on one core, with ``--durations``; those that write the tiny
+#: study count it), longest first: handed out first, so that the short modules fill the end
+#: of the run on both workers.
 _LONG_MODULES = {
-    "test_pipeline_autoencoder.py": 30, "test_pipeline_ridge.py": 15, "test_pinned_ridge.py": 9,
-    "test_train.py": 9, "test_runfolder.py": 9, "test_cli_options.py": 8,
-    "test_report.py": 8, "test_report_browser.py": 7, "test_significance_refit.py": 7,
-    "test_cli_bad_input.py": 6,
+    "test_pipeline_autoencoder.py": 30, "test_train.py": 16, "test_pipeline_ridge.py": 14,
+    "test_fit_torchrun.py": 12, "test_report.py": 10, "test_report_browser.py": 10,
+    "test_pinned_ridge.py": 9, "test_significance_refit.py": 8, "test_runfolder.py": 6,
+    "test_cli_options.py": 6, "test_cli_bad_input.py": 6, "test_shared_design.py": 5,
+    "test_simulate.py": 5, "test_regions_group.py": 4, "test_config_cli.py": 3,
 }
 
 
