@@ -41,6 +41,20 @@ def _reference_losses(X, Y, alphas, folds, fit_intercept):
     return losses / len(folds)
 
 
+def _solve_reference_losses(X, Y, alphas, folds):
+    """As :func:`_reference_losses` (intercept), by float64 linear solves of the kernel system."""
+    X, Y = X.astype(np.float64), Y.astype(np.float64)
+    losses = np.zeros((alphas.size, Y.shape[1]))
+    for train, val in folds:
+        x_mean, y_mean = X[train].mean(0), Y[train].mean(0)
+        X_tr, X_val = X[train] - x_mean, X[val] - x_mean
+        K = X_tr @ X_tr.T
+        for i, alpha in enumerate(alphas):
+            dual = np.linalg.solve(K + alpha * np.eye(train.size), Y[train] - y_mean)
+            losses[i] += ((X_val @ (X_tr.T @ dual) - (Y[val] - y_mean)) ** 2).mean(0)
+    return losses / len(folds)
+
+
 def _reference_refit(X, Y, alpha_per_target, fit_intercept):
     X, Y = X.astype(np.float64), Y.astype(np.float64)
     coef, intercept = np.zeros((X.shape[1], Y.shape[1])), np.zeros(Y.shape[1])
@@ -160,8 +174,28 @@ def test_tie_break_himalaya_on_the_dual_path_equals_himalaya():
                      .fit(X, Y).best_alphas_)
     out = solve_ridge_cv(X, Y, alphas, cv=folds, solver="dual", tie_break="himalaya")
     np.testing.assert_allclose(out["alphas"], him, rtol=1e-6)
-    larger = solve_ridge_cv(X, Y, alphas, cv=folds, solver="dual")  # auto: "larger" here
+    larger = solve_ridge_cv(X, Y, alphas, cv=folds, solver="dual", tie_break="larger")
     assert not np.allclose(larger["alphas"], him, rtol=1e-6)  # a near-tie decided otherwise
+
+
+def test_near_ties_rescored_in_float64_give_the_float64_argmax():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((80, 150)).astype(np.float32)
+    Y = (rng.standard_normal((80, 300)) + 0.05 * X[:, :1]).astype(np.float32)
+    alphas = np.logspace(-1, 7, 15)
+    ref = _solve_reference_losses(X, Y, alphas, contiguous_folds(80, 5))
+    ordered = np.sort(ref, axis=0)
+    near = (ordered[1] - ordered[0]) / ordered[0] < 1e-6  # within float32 rounding
+    assert near.sum() >= 10
+    out = solve_ridge_cv(X, Y, alphas, cv=5)  # dual, tie_break="auto"
+    np.testing.assert_array_equal(out["alpha_index"], np.argmin(ref, axis=0))
+    # the re-scored losses are float64's
+    best = out["alpha_index"][near]
+    np.testing.assert_allclose(-out["cv_scores"][best, np.flatnonzero(near)],
+                               ref[best, np.flatnonzero(near)], rtol=1e-10)
+    larger = solve_ridge_cv(X, Y, alphas, cv=5, tie_break="larger")  # float32 losses only
+    differ = larger["alpha_index"] != out["alpha_index"]
+    assert not (differ & ~near).any()  # rounding decides near-ties only
 
 
 def test_solver_choice_and_errors():

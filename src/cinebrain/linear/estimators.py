@@ -166,8 +166,9 @@ class RidgeCV(_RidgeEstimator):
         himalaya's numpy backend does, so the selected alphas equal himalaya's ``RidgeCV`` on
         the same folds (K-fold only; costs one float32 SVD per fold on the host). "larger"
         keeps the larger of exactly tied alphas. "auto": "himalaya" on the CPU, "larger" on
-        a GPU; on the dual path, "larger" (the re-scoring there costs a float32 SVD of each
-        fold's wide training design).
+        a GPU. On the dual path "auto" re-scores those targets in float64 instead (a few
+        percent of them, from each fold's float64 factors), so the selected alphas are the
+        float64 CV argmax; "himalaya" costs a float32 SVD of each fold's wide design there.
     solver : "auto" (default), "primal" or "dual", the same answers by two routes.
         "primal" diagonalises each fold's ``(n_features, n_features)`` Gram matrix; "dual"
         each fold's ``(n_train, n_train)`` kernel of the samples, predicting the validation

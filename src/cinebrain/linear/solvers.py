@@ -781,8 +781,8 @@ def solve_ridge_cv(X, Y, alphas=DEFAULT_ALPHAS, cv=5, fit_intercept: bool = True
     check_input : validate ``X`` and ``Y`` (False: the caller did, with
         :func:`check_X` and :func:`check_Y`).
     solver : "primal" (Gram matrices of the features, this module), "dual" (kernels of the
-        samples, :mod:`cinebrain.linear.kernel`; K-fold cv only; ``tie_break="auto"`` means
-        "larger" there) or "auto" (default): "dual" when every fold trains on fewer samples
+        samples, :mod:`cinebrain.linear.kernel`; K-fold cv only; there ``tie_break="auto"``
+        re-scores near-ties in float64, giving the float64 CV argmax) or "auto" (default): "dual" when every fold trains on fewer samples
         than there are features (K-fold cv), else "primal". Both give the same answers.
     factored_coef : dual path only: return ``coef_factors = (basis, components)``,
         ``(n_features, k)`` and ``(k, n_targets)`` float32 with ``coef = basis @ components``
