@@ -68,8 +68,14 @@ def loro(study, features, tmp_path_factory):
     return _run(study, features, tmp_path_factory.mktemp("loro"), scheme="leave_one_run_out")
 
 
-def test_held_out_scores_only_the_test_run(study, features, tmp_path):
-    out, _ = _run(study, features, tmp_path, test_runs=["run-2"])
+@pytest.fixture(scope="module")
+def held(study, features, tmp_path_factory):
+    """run-2 held out (tests read it, never change it)."""
+    return _run(study, features, tmp_path_factory.mktemp("held"), test_runs=["run-2"])
+
+
+def test_held_out_scores_only_the_test_run(held):
+    out, _ = held
     idx = np.load(RunFolder(out).prediction("sub-01", "test_run_index"))
     assert set(idx.tolist()) == {1}
     info = json.loads(RunFolder(out).bands("sub-01").read_text())
@@ -77,7 +83,7 @@ def test_held_out_scores_only_the_test_run(study, features, tmp_path):
     assert info["train_runs"] == ["run-1", "run-3"] and info["test_runs"] == ["run-2"]
 
 
-def test_leave_one_run_out_predicts_every_run_without_seeing_it(study, features, loro, tmp_path):
+def test_leave_one_run_out_predicts_every_run_without_seeing_it(loro, held):
     out, _ = loro
     run = RunFolder(out)
     idx = np.load(run.prediction("sub-01", "test_run_index"))
@@ -86,7 +92,7 @@ def test_leave_one_run_out_predicts_every_run_without_seeing_it(study, features,
     assert info["scheme"] == "leave_one_run_out"
     assert info["train_runs"] == info["test_runs"] == ["run-1", "run-2", "run-3"]
     # The rows of run-2 are exactly what a model fit on runs 1 and 3 predicts for it.
-    held, _ = _run(study, features, tmp_path, test_runs=["run-2"])
+    held, _ = held
     for name in ("test_pred", "test_split", "test_true"):
         a = np.load(run.prediction("sub-01", name))
         b = np.load(RunFolder(held).prediction("sub-01", name))
