@@ -61,14 +61,22 @@ def test_ridge_reproduces_pinned_results(tiny_study, tmp_path, scheme):
     # Banded ridge picks each voxel's band weights by float32 CV losses; on another CPU
     # (other BLAS kernels) a few voxels with near-tied candidates pick another candidate
     # with the same total alpha (measured: 4 of 3666 on an Intel Xeon, 0 on AMD EPYC).
-    # Every other voxel's held-out r is the pinned one to 1e-5.
-    close = np.abs(r - ref[key + "r"]) <= 1e-5
+    # Every other voxel's held-out r is the pinned one to 2e-4: these designs are wide
+    # (more features than training TRs), so banded ridge now takes its kernel form, exact
+    # like the primal path it was pinned with but rounded differently in float32 (measured
+    # on an Intel Xeon: |r - pinned| median 6e-8 / 4e-7, 99th percentile 4e-5, largest
+    # 1.8e-4 where the alphas agree; `solver="primal"` reproduces the old rounding).
+    close = np.abs(r - ref[key + "r"]) <= 2e-4
     assert close.mean() >= 0.998, f"held-out r differs on {(~close).sum()} of {r.size} voxels"
     agree = same & close
     voxels = ref[f"{scheme}/voxels"]
     agree = agree[voxels]
     p = np.load(run.metric(SUBJECT, "p"))[voxels]
-    np.testing.assert_allclose(p[agree], ref[key + "p"][agree], rtol=0, atol=1e-6)
+    # p counts surrogates at least as good as the data (200 of them): a held-out r that
+    # moved by float32 rounding can pass one surrogate more or less, a step of 1/201.
+    dp = np.abs(p[agree] - ref[key + "p"][agree])
+    assert dp.max() <= 1 / 201 + 1e-6, f"p differs by {dp.max():.4f}"
+    assert (dp <= 1e-6).mean() >= 0.98, f"p differs on {(dp > 1e-6).sum()} voxels"
     for band in BANDS:
         # Unique variance comes from refits on band subsets, with their own float32 CV
         # choices, and in percent of variance (up to 6 here): 1e-4, the same near-tie
