@@ -30,6 +30,18 @@ def _config(study, out):
     })
 
 
+def assert_float32_equal(a: np.ndarray, b: np.ndarray, what: str = "") -> None:
+    """Equal to float32 rounding, for responses z-scored per run (unit variance): the
+    whole array to 1e-5 relative (Frobenius), every value within 1e-3. (The float32
+    solvers' rounding depends on the shapes of their products, i.e. on how many targets
+    are fitted together; the penalties chosen are compared exactly, apart.)"""
+    assert a.shape == b.shape and a.dtype == b.dtype, what
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    scale = max(np.linalg.norm(b64), 1e-12)
+    assert np.linalg.norm(a64 - b64) / scale <= 1e-5, what
+    np.testing.assert_allclose(a64, b64, rtol=0, atol=1e-3, err_msg=what)
+
+
 def _torchrun(config: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
@@ -89,8 +101,8 @@ def test_two_ranks_write_what_one_process_writes(tiny_study, features, tmp_path)
         a, b = np.load(one / rel), np.load(two / rel)
         if rel.endswith(("alpha.npy", "deltas.npy", "test_true.npy", "test_run_index.npy")):
             assert f1[rel] == f2[rel], rel  # the penalties chosen: byte-equal
-        else:  # the fits on half the targets each: equal to float32 rounding
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=rel)
+        else:  # fits on half the targets each: float32 kernels of other shapes
+            assert_float32_equal(a, b, rel)
 
 
 @pytest.mark.slow

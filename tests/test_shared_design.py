@@ -16,6 +16,16 @@ from cinebrain.linear.encoding import (
 )
 
 
+def assert_float32_equal(a: np.ndarray, b: np.ndarray, what: str = "") -> None:
+    """Equal to float32 rounding, for z-scored responses: 1e-5 relative over the array
+    (Frobenius), every value within 1e-3 (the float32 solvers' rounding depends on how
+    many targets are fitted together; tests/test_fit_torchrun.py has the same check)."""
+    assert a.shape == b.shape and a.dtype == b.dtype, what
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    assert np.linalg.norm(a64 - b64) <= 1e-5 * max(np.linalg.norm(b64), 1e-12), what
+    np.testing.assert_allclose(a64, b64, rtol=0, atol=1e-3, err_msg=what)
+
+
 def _shared_study(n_subjects=3, n_targets=5, seed=0):
     """One design (3 runs x 90 TRs, 2 bands) and each subject's own responses."""
     rng = np.random.default_rng(seed)
@@ -141,10 +151,10 @@ def test_pipeline_fits_subjects_sharing_a_design_together(tiny_study, tmp_path):
             continue
         a, b = np.load(path), np.load(alone_files[rel])
         assert a.shape == b.shape and a.dtype == b.dtype, rel
-        if rel.endswith(("alpha.npy", "test_run_index.npy", "test_true.npy")):
+        if rel.endswith(("alpha.npy", "deltas.npy", "test_run_index.npy", "test_true.npy")):
             np.testing.assert_array_equal(a, b, err_msg=rel)
         else:
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=rel)
+            assert_float32_equal(a, b, rel)
     p1 = np.load(joint["predictions/sub-01/test_pred.npy"])
     p2 = np.load(joint["predictions/sub-02/test_pred.npy"])
     assert not np.allclose(p1, p2)  # each subject's own targets, not a copy
