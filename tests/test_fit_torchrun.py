@@ -120,8 +120,12 @@ def test_a_failure_on_one_rank_fails_every_rank_and_changes_nothing(tiny_study, 
     done = _torchrun(run / "config.yaml", "--out", str(run), "--study",
                      str(study / Path(tiny_study).name))
     assert done.returncode != 0
-    errors = [line for line in done.stderr.splitlines() if line.startswith("cinebrain")]
-    assert errors and errors[0].startswith("cinebrain: error: ") and "sub-02_run-2" in errors[0]
+    # rank 0 prints the failing rank's one-line error; the failing rank prints its own too,
+    # and the two processes' stderr interleave in either order
+    lines = done.stderr.splitlines()
+    main_errors = [line for line in lines if line.startswith("cinebrain: error: ")]
+    assert len(main_errors) == 1 and "sub-02_run-2" in main_errors[0], lines
+    assert all("sub-02_run-2" in line for line in lines if line.startswith("cinebrain (rank"))
     assert "exitcode  : 2" in done.stderr  # both ranks: user error, no traceback
     assert done.stderr.count("exitcode  : 2") == 2
     assert _tree(run) == before and not list(run.glob(".staging-*"))
