@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_shared_design import assert_float32_equal
 
 QUIET = lambda msg: None  # noqa: E731
 
@@ -28,18 +29,6 @@ def _config(study, out):
         "split": {"scheme": "leave_one_run_out"},
         "evaluate": {"n_permutations": 0, "ceiling": "none"},
     })
-
-
-def assert_float32_equal(a: np.ndarray, b: np.ndarray, what: str = "") -> None:
-    """Equal to float32 rounding, for responses z-scored per run (unit variance): the
-    whole array to 1e-5 relative (Frobenius), every value within 1e-3. (The float32
-    solvers' rounding depends on the shapes of their products, i.e. on how many targets
-    are fitted together; the penalties chosen are compared exactly, apart.)"""
-    assert a.shape == b.shape and a.dtype == b.dtype, what
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    scale = max(np.linalg.norm(b64), 1e-12)
-    assert np.linalg.norm(a64 - b64) / scale <= 1e-5, what
-    np.testing.assert_allclose(a64, b64, rtol=0, atol=1e-3, err_msg=what)
 
 
 def _torchrun(config: Path, *args: str) -> subprocess.CompletedProcess:

@@ -19,7 +19,7 @@ from cinebrain.linear.encoding import (
 def assert_float32_equal(a: np.ndarray, b: np.ndarray, what: str = "") -> None:
     """Equal to float32 rounding, for z-scored responses: 1e-5 relative over the array
     (Frobenius), every value within 1e-3 (the float32 solvers' rounding depends on how
-    many targets are fitted together; tests/test_fit_torchrun.py has the same check)."""
+    many targets are fitted together; tests/test_fit_torchrun.py uses it too)."""
     assert a.shape == b.shape and a.dtype == b.dtype, what
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     assert np.linalg.norm(a64 - b64) <= 1e-5 * max(np.linalg.norm(b64), 1e-12), what
