@@ -1,0 +1,153 @@
+"""Per-neuron scores for movie-driven recordings, each as its published formula.
+
+Arrays are frames first. ``responses``/``predictions``: a list of ``(T_i, N)`` trials or one
+``(n_trials, T, N)`` array; ``repeats``: ``(n_clips, n_repeats, T, N)``. Every score returns
+``(N,)``. A neuron with zero variance where a score divides by it gets NaN (never a crash).
+
+- single-trial correlation (Sensorium 2023): Pearson r per neuron over all trials' frames
+  concatenated, optionally skipping ``skip`` burn-in frames per trial;
+- correlation to average (Sensorium 2023): r between the prediction and the mean over repeats;
+- oracle correlation (Sensorium): each repeat against the mean of the other repeats (jackknife),
+  pooled over clips, repeats and frames;
+- FEVE (Cadena et al. 2019): ``1 - (MSE - s2_noise) / (Var(y) - s2_noise)``, ``s2_noise`` the
+  mean over clip-frames of the across-repeat variance (ddof 1);
+- CCnorm (Schoppe et al. 2016): ``Cov(ybar, yhat) / sqrt(SP * Var(yhat))`` with signal power
+  ``SP = (Var(sum_n R_n) - sum_n Var(R_n)) / (N (N - 1))``;
+- Poisson bits per spike: ``(LL(model) - LL(mean-rate null)) / (n_spikes * ln 2)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cinebrain.errors import InputError
+
+_EPS = 1e-12
+
+
+def _stack(trials, skip: int, where: str) -> np.ndarray:
+    parts = [np.asarray(t, dtype=np.float64) for t in trials]
+    for p in parts:
+        if p.ndim != 2:
+            raise InputError(where, f"each trial must be (T, N), got shape {p.shape}", "pass frames x neurons per trial")
+        if p.shape[0] <= skip:
+            raise InputError(where, f"a trial has {p.shape[0]} frames, not more than skip={skip}", "lower skip")
+    return np.concatenate([p[skip:] for p in parts], axis=0)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    den = np.sqrt((a * a).sum(0) * (b * b).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (a * b).sum(0) / den
+    return np.where(den > _EPS, r, np.nan)
+
+
+def _repeats(repeats, where: str = "repeats") -> np.ndarray:
+    r = np.asarray(repeats, dtype=np.float64)
+    if r.ndim != 4 or r.shape[1] < 2:
+        raise InputError(where, f"expected (n_clips, n_repeats>=2, T, N), got {r.shape}", "stack the repeated test clips")
+    return r
+
+
+def _clip_predictions(predictions, shape) -> np.ndarray:
+    p = np.asarray(predictions, dtype=np.float64)
+    if p.ndim == 4:
+        p = p.mean(1)
+    if p.shape != (shape[0], shape[2], shape[3]):
+        raise InputError("predictions", f"shape {p.shape} does not match repeats {shape}", "predict each clip (n_clips, T, N)")
+    return p
+
+
+def single_trial_correlation(responses, predictions, skip: int = 0) -> np.ndarray:
+    y = _stack(responses, skip, "responses")
+    p = _stack(predictions, skip, "predictions")
+    if y.shape != p.shape:
+        raise InputError("predictions", f"shape {p.shape} != responses {y.shape}", "predict every trial's frames")
+    return _pearson(y, p).astype(np.float32)
+
+
+def correlation_to_average(repeats, predictions) -> np.ndarray:
+    r = _repeats(repeats)
+    p = _clip_predictions(predictions, r.shape)
+    n = r.shape[-1]
+    return _pearson(r.mean(1).reshape(-1, n), p.reshape(-1, n)).astype(np.float32)
+
+
+def oracle_correlation(repeats) -> np.ndarray:
+    r = _repeats(repeats)
+    k = r.shape[1]
+    loo = (r.sum(1, keepdims=True) - r) / (k - 1)
+    n = r.shape[-1]
+    return _pearson(r.reshape(-1, n), loo.reshape(-1, n)).astype(np.float32)
+
+
+def fraction_explainable_variance_explained(repeats, predictions) -> np.ndarray:
+    r = _repeats(repeats)
+    p = _clip_predictions(predictions, r.shape)
+    n = r.shape[-1]
+    noise = r.var(axis=1, ddof=1).mean(axis=(0, 1))
+    total = r.reshape(-1, n).var(axis=0, ddof=1)
+    mse = ((r - p[:, None]) ** 2).mean(axis=(0, 1, 2))
+    den = total - noise
+    with np.errstate(invalid="ignore", divide="ignore"):
+        feve = 1.0 - (mse - noise) / den
+    return np.where(den > _EPS, feve, np.nan).astype(np.float32)
+
+
+def normalized_correlation(repeats, predictions) -> np.ndarray:
+    r = _repeats(repeats)
+    p = _clip_predictions(predictions, r.shape)
+    k, n = r.shape[1], r.shape[-1]
+    rt = np.moveaxis(r, 1, 0).reshape(k, -1, n)  # repeats, time (clips x frames), neurons
+    sp = (rt.sum(0).var(0) - rt.var(1).sum(0)) / (k * (k - 1))
+    ybar = rt.mean(0)
+    yhat = p.reshape(-1, n)
+    cov = ((ybar - ybar.mean(0)) * (yhat - yhat.mean(0))).mean(0)
+    den = sp * yhat.var(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cc = cov / np.sqrt(den)
+    return np.where(den > _EPS, cc, np.nan).astype(np.float32)
+
+
+def poisson_bits_per_spike(counts, rates, null_rates=None) -> np.ndarray:
+    k = _stack(counts, 0, "counts")
+    lam = _stack(rates, 0, "rates")
+    if k.shape != lam.shape:
+        raise InputError("rates", f"shape {lam.shape} != counts {k.shape}", "give one rate per count")
+    if not np.all(np.isfinite(k)) or np.any(k < 0):
+        raise InputError("counts", "NaN or negative counts", "Poisson scores need counts >= 0")
+    if np.any(lam < 0) or not np.all(np.isfinite(lam)):
+        raise InputError("rates", "NaN or negative rates", "pass positive predicted rates")
+    mean = np.asarray(null_rates, dtype=np.float64) if null_rates is not None else k.mean(0)
+    mean = np.broadcast_to(mean, (k.shape[1],))
+
+    def ll(rate):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            term = np.where(k > 0, k * np.log(np.maximum(rate, _EPS)), 0.0)
+        return (term - rate).sum(0)
+
+    spikes = k.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bits = (ll(lam) - ll(np.broadcast_to(mean, k.shape))) / (spikes * np.log(2.0))
+    return np.where(spikes > 0, bits, np.nan).astype(np.float32)
+
+
+def shuffle_behavior(behavior_list, rng: np.random.Generator) -> list:
+    """Behaviour of each trial given to another trial (a permutation among the trials given)."""
+    order = rng.permutation(len(behavior_list))
+    return [behavior_list[i] for i in order]
+
+
+def rf_map(position, sigma: float, shape: tuple[int, int]) -> np.ndarray:
+    """Isotropic Gaussian on an ``(H, W)`` screen with x, y in [-1, 1] (x across W)."""
+    h, w = shape
+    ys, xs = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
+    x0, y0 = float(position[0]), float(position[1])
+    return np.exp(-((xs - x0) ** 2 + (ys - y0) ** 2) / (2.0 * sigma**2)).astype(np.float32)
+
+
+def rf_centre_error(est, true) -> np.ndarray:
+    """Euclidean distance between estimated and true ``(N, 2)`` centres in screen units."""
+    return np.linalg.norm(np.asarray(est, float) - np.asarray(true, float), axis=-1).astype(np.float32)
