@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from cinebrain.errors import InputError
+from cinebrain.models.vivit import ViViTConfig, ViViTCore, count_parameters, get_preset, preset_parameters
+from cinebrain.nn.rope import apply_rope, rope_angles
+
+
+def _core(**kw):
+    torch.manual_seed(0)
+    return ViViTCore(ViViTConfig(embedding_dim=32, num_spatial_blocks=1, num_temporal_blocks=1, num_heads=2,
+                                 head_dim=16, ff_dim=64, patch_size=(2, 4, 4), **kw))
+
+
+def test_non_square_grid_shape():
+    core = _core().eval()
+    y = core(torch.randn(2, 1, 6, 36, 64))
+    assert y.shape == (2, 32, 6, 9, 16) and core.out_shape(6, 36, 64) == (6, 9, 16)
+
+
+def test_causal_with_registers():
+    core = _core(num_registers=2).eval()
+    v = torch.randn(1, 1, 8, 36, 64)
+    v2 = v.clone()
+    v2[:, :, 5:] += 1.0
+    a, b = core(v), core(v2)
+    assert torch.allclose(a[:, :, :5], b[:, :, :5], atol=1e-5)
+    assert not torch.allclose(a[:, :, 5:], b[:, :, 5:])
+
+
+def test_token_dropout_shortens_sequence():
+    core = _core(token_dropout=0.5).train()
+    core(torch.randn(1, 1, 4, 36, 64))
+    assert core.last_spatial_length == 72
+    core.eval()(torch.randn(1, 1, 4, 36, 64))
+    assert core.last_spatial_length == 144
+
+
+def test_rope_relative():
+    q, k = torch.randn(16), torch.randn(16)
+    ang = rope_angles(torch.arange(10), 16)
+    rq, rk = apply_rope(q.expand(10, 16), ang), apply_rope(k.expand(10, 16), ang)
+    assert torch.allclose(rq.norm(dim=-1), q.norm().expand(10), atol=1e-5)
+    assert torch.allclose(rq[5] @ rk[2], rq[7] @ rk[4], atol=1e-4)
+
+
+def test_presets_and_unknown():
+    counts = preset_parameters("vivit-baseline")
+    model = ViViTCore(get_preset("vivit-small"))
+    assert sum(count_parameters(model).values()) == sum(p.numel() for p in model.parameters())
+    assert counts["spatial"] > 0
+    with pytest.raises(InputError, match="vivit-small"):
+        get_preset("nope")
