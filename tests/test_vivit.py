@@ -51,3 +51,50 @@ def test_presets_and_unknown():
     assert counts["spatial"] > 0
     with pytest.raises(InputError, match="vivit-small"):
         get_preset("nope")
+
+
+def test_grad_checkpointing_same_gradients():
+    core = _core(num_registers=1).train()
+    x = torch.randn(1, 1, 4, 36, 64)
+    core(x).square().sum().backward()
+    g1 = [p.grad.clone() for p in core.parameters()]
+    core.zero_grad()
+    core.set_grad_checkpointing(True)
+    core(x).square().sum().backward()
+    for a, p in zip(g1, core.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-5)
+
+
+def test_sdpa_block_equals_naive_attention():
+    core = _core().eval()
+    blk = core.temporal[0]
+    x = torch.randn(3, 5, 32)
+    ang = rope_angles(torch.arange(5), 16)
+    out = blk(x, ang)
+    q, k, v = blk.qkv(blk.norm1(x)).view(3, 5, 3, 2, 16).permute(2, 0, 3, 1, 4)
+    q, k = apply_rope(blk.q_norm(q), ang), apply_rope(blk.k_norm(k), ang)
+    s = q @ k.transpose(-1, -2) / 4.0
+    s = s.masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1), float("-inf"))
+    a = (s.softmax(-1) @ v).transpose(1, 2).reshape(3, 5, 32)
+    h = x + blk.proj(a)
+    g, u = blk.w12(blk.norm2(h)).chunk(2, dim=-1)
+    ref = h + blk.w3(torch.nn.functional.silu(g) * u)
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_causal_temporal_patch_stride():
+    core = ViViTCore(ViViTConfig(embedding_dim=32, num_spatial_blocks=1, num_temporal_blocks=1, num_heads=2,
+                                 head_dim=16, ff_dim=64, patch_size=(4, 4, 4))).eval()
+    v = torch.randn(1, 1, 12, 36, 64)
+    v2 = v.clone()
+    v2[:, :, 9:] -= 2.0
+    a, b = core(v), core(v2)
+    assert a.shape == (1, 32, 12, 9, 16)
+    assert torch.allclose(a[:, :, :9], b[:, :, :9], atol=1e-5)
+
+
+def test_flops_positive_and_scale_with_depth():
+    from cinebrain.models.vivit import flops_per_sample
+    a = flops_per_sample(get_preset("vivit-baseline"), 32, 36, 64)
+    b = flops_per_sample(get_preset("vivit-baseline", num_spatial_blocks=12, num_temporal_blocks=12), 32, 36, 64)
+    assert a > 0 and b > 1.9 * a

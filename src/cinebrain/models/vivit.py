@@ -163,3 +163,18 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 def preset_parameters(name: str) -> dict[str, int]:
     with torch.device("meta"):
         return count_parameters(ViViTCore(get_preset(name)))
+
+
+def flops_per_sample(config: ViViTConfig, t: int, h: int, w: int) -> float:
+    """Matmul FLOPs of one training sample (forward + backward = 3x forward; 2 per multiply-add)."""
+    c = config
+    kt, kh, kw = c.patch_size
+    st, sh, sw = c.stride or c.patch_size
+    tp, gh, gw = (t - 1) // st + 1, (h - kh) // sh + 1, (w - kw) // sw + 1
+    d, inner, f = c.embedding_dim, c.num_heads * c.head_dim, c.ff_dim
+    per_token = 2 * (d * 3 * inner + inner * d + d * 2 * f + f * d)
+    ns = gh * gw + c.num_registers
+    spatial = c.num_spatial_blocks * tp * ns * (per_token + 4 * ns * inner)
+    temporal = c.num_temporal_blocks * gh * gw * tp * (per_token + 2 * tp * inner)  # causal: half the scores
+    tokens = 2 * tp * gh * gw * kt * kh * kw * c.in_channels * d
+    return 3.0 * float(spatial + temporal + tokens)
