@@ -396,13 +396,22 @@ def _fit_distributed(config: RunConfig) -> int:
     """The fit stage on every rank of a ``torchrun`` process group (gloo on CPU, NCCL where
     CUDA is available): subjects and voxel chunks split across ranks, rank 0 writes."""
     from cinebrain.pipelines import ridge
-    from cinebrain.train.distributed import cleanup_distributed, setup_distributed
+    from cinebrain.train.distributed import barrier, cleanup_distributed, setup_distributed
 
     info = setup_distributed()
     try:
         if info.is_main:
             print(f"[fit] run folder {config.out} ({info.world_size} ranks)")
         ridge.fit(config)
+    except (InputError, ValueError) as e:
+        # every rank raises the same failure (the ranks share it before anyone writes);
+        # rank 0 says it while the group still stands, and no rank exits before it has:
+        # torchrun stops the other workers as soon as one exits with an error
+        if info.is_main:
+            _say_error(_one_line(e), 0, e)
+            e.said = True  # type: ignore[attr-defined]
+        barrier()
+        raise
     finally:
         cleanup_distributed()
     return 0
@@ -646,22 +655,25 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "config"):  # commands with a run config set it from the config
             set_threads(args.global_threads)
         return int(args.func(args) or 0)
-    except InputError as e:
-        _say_error(str(e), rank, e)
-        return 2
-    except ValueError as e:
-        # a value the user chose that the library cannot work with (e.g. too few TRs
-        # for the folds): one line, like every other user error
-        _say_error(" ".join(str(e).split()), rank, e)
+    except (InputError, ValueError) as e:
+        # a ValueError is a value the user chose that the library cannot work with (e.g.
+        # too few TRs for the folds): one line, like every other user error
+        _say_error(_one_line(e), rank, e)
         return 2
     except KeyboardInterrupt:
         print("cinebrain: interrupted", file=sys.stderr)
         return 130
 
 
+def _one_line(e: BaseException) -> str:
+    return str(e) if isinstance(e, InputError) else " ".join(str(e).split())
+
+
 def _say_error(message: str, rank: int | None, e: BaseException) -> None:
-    """The one-line error; under torchrun a rank other than 0 says only its own failure
-    (rank 0 says every rank's), prefixed with its rank."""
+    """The one-line error, said once; under torchrun a rank other than 0 says only its own
+    failure (rank 0 says every rank's), prefixed with its rank."""
+    if getattr(e, "said", False):
+        return
     if not rank:
         print(f"cinebrain: error: {message}", file=sys.stderr)
     elif getattr(e, "from_rank", rank) == rank:
