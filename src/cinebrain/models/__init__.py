@@ -4,8 +4,10 @@ The multimodal autoencoder (:mod:`cinebrain.models.autoencoder`: the model in
 :mod:`~cinebrain.models.autoencoder.model`, whose windows of TRs are
 :mod:`cinebrain.data.windows`, and named presets in
 :mod:`~cinebrain.models.autoencoder.presets`), in-silico lesions
-(:mod:`~cinebrain.models.lesion`) and stimulus reconstruction writers
-(:mod:`~cinebrain.models.reconstruct`).
+(:mod:`~cinebrain.models.lesion`), stimulus reconstruction writers
+(:mod:`~cinebrain.models.reconstruct`), and the neuron models
+(:mod:`~cinebrain.models.neurons`: a ViViT (:mod:`~cinebrain.models.vivit`) or conv
+(:mod:`~cinebrain.models.convcore`) core with per-session Gaussian readouts).
 """
 
 from cinebrain.models.autoencoder import (
@@ -20,13 +22,19 @@ from cinebrain.models.autoencoder import (
     preset_parameters,
     windows_for,
 )
+from cinebrain.models.convcore import Conv3dCore
+from cinebrain.models.neurons import NeuronModel, make_core, make_neuron_model
 
 __all__ = [
     "AutoencoderConfig",
+    "Conv3dCore",
     "DecoderConfig",
     "Lesion",
     "MultimodalAutoencoder",
+    "NeuronModel",
     "get_preset",
+    "make_core",
+    "make_neuron_model",
     "module_parameters",
     "predict_dataset",
     "preset_names",

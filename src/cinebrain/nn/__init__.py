@@ -1,7 +1,8 @@
 """cinebrain.nn: reusable layers for deep encoding models.
 
 Attention and transformer blocks (PyTorch SDPA), modality encoders (image, video, audio,
-text), multimodal fusion, voxel readouts and the causal HRF layer; each module is
+text), multimodal fusion, voxel readouts, the neuron Gaussian readout, shifter and behaviour
+modulators, and the causal HRF layer; each module is
 configured by a dataclass or its arguments.
 No dataset or training code lives here (see ``cinebrain.models`` / ``cinebrain.train``).
 """
@@ -32,7 +33,15 @@ from cinebrain.nn.encoders import (
 )
 from cinebrain.nn.fusion import FusionConfig, MultimodalCombiner
 from cinebrain.nn.hrf import CausalHRF
-from cinebrain.nn.readouts import LinearVoxelHead, MultiSubjectHead
+from cinebrain.nn.modulators import ConvGRUCell, ConvGRUModulator, GRUModulator, MLPGain
+from cinebrain.nn.readouts import (
+    GaussianReadout,
+    LinearVoxelHead,
+    MultiSubjectHead,
+    Shifter,
+    inverse_output_nonlinearity,
+    output_nonlinearity,
+)
 
 __all__ = [
     "MLP",
@@ -40,15 +49,21 @@ __all__ = [
     "AudioEncoder",
     "AudioEncoderConfig",
     "CausalHRF",
+    "ConvGRUCell",
+    "ConvGRUModulator",
     "ConvImageConfig",
     "ConvImageEncoder",
     "CrossAttention",
     "DropPath",
     "FusionConfig",
+    "GRUModulator",
+    "GaussianReadout",
     "LinearVoxelHead",
+    "MLPGain",
     "MultiSubjectHead",
     "MultimodalCombiner",
     "SelfAttention",
+    "Shifter",
     "TextEncoder",
     "TextEncoderConfig",
     "Transformer",
@@ -61,5 +76,7 @@ __all__ = [
     "benchmark_encoders",
     "count_parameters",
     "format_table",
+    "inverse_output_nonlinearity",
     "make_norm",
+    "output_nonlinearity",
 ]

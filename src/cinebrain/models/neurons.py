@@ -1,0 +1,319 @@
+"""A neuron model: a shared video core, and per session a Gaussian readout, shifter and modulator.
+
+The neuralpredictors composition (Lurz et al. 2021; the Sensorium 2023 baselines): one core
+(:class:`~cinebrain.models.convcore.Conv3dCore` or :class:`~cinebrain.models.vivit.ViViTCore`)
+maps the video to features ``(B, C, T, h, w)`` for every session; each session has its own
+:class:`~cinebrain.nn.readouts.GaussianReadout`, optionally an eye-position
+:class:`~cinebrain.nn.readouts.Shifter` and a behaviour modulator
+(:mod:`cinebrain.nn.modulators`). Every part is causal in time, so the predicted rate at
+frame t depends on video and behaviour at frames <= t only.
+
+``forward(batch)`` takes the neuron batch dict ("video" (B, 1, T, H, W), "behavior"
+(B, T, n_b), "pupil_center" (B, T, 2), "responses" (B, T, N_max), "mask" (B, N_max) bool,
+"session" (B,) int64: the index of the session in ``sessions``, in its order) and returns
+``{"rate": (B, T, N_max)}``, positive for real neurons and 0 where the mask is False. A batch
+may mix sessions: its rows are grouped by session. Behaviour columns past a session's
+``n_behavior`` are ignored (padding).
+
+The model follows the training engine's protocol (:mod:`cinebrain.train.trainer`): the
+loss is the Poisson negative log-likelihood ``rate - y log(rate + 1e-8)`` averaged over real
+neurons and the frames after ``burn_in``, plus ``l1`` times the readouts' feature-weight L1;
+validation reports ``r``, the single-trial correlation per neuron (frames after ``burn_in``
+of every validation trial concatenated, per neuron) averaged over the neurons of every
+session, so early stopping watches ``val_r``. Under DDP set ``find_unused_parameters: true``:
+a batch without some session leaves that session's readout without gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cinebrain.errors import ConfigError, InputError
+from cinebrain.metrics import pearson_r
+from cinebrain.models import vivit
+from cinebrain.models.convcore import Conv3dCore
+from cinebrain.nn.modulators import ConvGRUModulator, GRUModulator, MLPGain
+from cinebrain.nn.readouts import GaussianReadout, Shifter, output_nonlinearity
+
+MODULATORS = ("gru", "convgru", "mlp")
+CORES = ("conv", "vivit", *vivit.PRESETS)
+_EPS = 1e-8
+_SESSION_KEYS = {"n_neurons", "mean_response", "n_behavior", "pupil_center_mean", "pupil_center_std"}
+
+
+def _plain_sessions(sessions: dict[str, dict]) -> dict[str, dict]:
+    """Validated sessions with plain values (lists, ints), as a checkpoint stores them."""
+    if not sessions:
+        raise ConfigError("sessions", "no session given", "give {name: {n_neurons, mean_response, n_behavior}}")
+    out = {}
+    for name, info in sessions.items():
+        where = f"sessions.{name}"
+        if not isinstance(name, str) or not name or "." in name:
+            raise ConfigError("sessions", f"session name {name!r} must be a non-empty string without '.'")
+        unknown = set(info) - _SESSION_KEYS
+        if unknown:
+            raise ConfigError(where, f"unknown key(s) {', '.join(sorted(unknown))}",
+                              f"use {', '.join(sorted(_SESSION_KEYS))}")
+        if "n_neurons" not in info:
+            raise ConfigError(where, "n_neurons is missing")
+        n = int(info["n_neurons"])
+        if n < 1:
+            raise ConfigError(where, f"n_neurons must be >= 1, got {n}")
+        mean = info.get("mean_response")
+        mean = None if mean is None else np.asarray(mean, dtype=np.float32).reshape(-1)
+        if mean is not None and mean.shape != (n,):
+            raise ConfigError(where, f"mean_response has {mean.size} values for {n} neurons",
+                              "give one mean response per neuron")
+        plain = {"n_neurons": n, "mean_response": None if mean is None else mean.tolist(),
+                 "n_behavior": int(info.get("n_behavior", 0))}
+        for key in ("pupil_center_mean", "pupil_center_std"):
+            if info.get(key) is not None:
+                plain[key] = np.asarray(info[key], dtype=np.float32).reshape(2).tolist()
+        out[name] = plain
+    return out
+
+
+class NeuronModel(nn.Module):
+    """Shared core, per-session Gaussian readout (+ shifter, + modulator); see the module doc.
+
+    Parameters
+    ----------
+    core : nn.Module
+        Video (B, 1, T, H, W) -> features (B, C, T, h, w), causal, with ``out_channels``.
+    sessions : dict
+        ``{name: {"n_neurons": N, "mean_response": (N,) or None, "n_behavior": n_b}}``, optional
+        ``"pupil_center_mean"`` / ``"pupil_center_std"`` (2,) standardising the shifter's input.
+        The batch's ``session`` index counts sessions in this order.
+    modulator : "gru", "convgru", "mlp" or None
+        ``gru``: a GRU over behaviour adds a per-neuron drive before the nonlinearity;
+        ``mlp``: a gain exp(MLP(b_t)) multiplies the rate; ``convgru``: a convolutional GRU
+        modulates the core's feature map. Sessions with ``n_behavior == 0`` get none.
+    shifter : bool
+        A :class:`Shifter` per session moves the readout positions with the eye position.
+    nonlinearity : "softplus" or "elu1"
+    l1 : float
+        Weight of the readouts' feature-weight L1 in the training loss.
+    burn_in : int
+        Leading frames of every trial left out of the loss and of the validation r.
+    readout : dict
+        Options of :class:`GaussianReadout` (init_mu_range, init_sigma).
+    modulator_hidden, shifter_hidden : int
+        Hidden units (channels for convgru) of the modulators and shifters.
+    frame_shape : (T, H, W) or None
+        The training clips' shape; with it :meth:`flops_per_sample` reports the core's FLOPs.
+    """
+
+    def __init__(
+        self,
+        core: nn.Module,
+        sessions: dict[str, dict],
+        *,
+        modulator: str | None = "gru",
+        shifter: bool = True,
+        nonlinearity: str = "softplus",
+        l1: float = 0.01,
+        burn_in: int = 0,
+        readout: dict | None = None,
+        modulator_hidden: int = 16,
+        shifter_hidden: int = 5,
+        frame_shape: tuple[int, int, int] | None = None,
+    ):
+        super().__init__()
+        if modulator is not None and modulator not in MODULATORS:
+            raise ConfigError("modulator", f"unknown modulator {modulator!r}",
+                              f"use one of {', '.join(MODULATORS)} or null")
+        if l1 < 0 or burn_in < 0:
+            raise ConfigError("neuron model", f"l1 and burn_in must be >= 0, got {l1}, {burn_in}")
+        if not hasattr(core, "out_channels"):
+            raise ConfigError("core", f"{type(core).__name__} has no out_channels")
+        sessions = _plain_sessions(sessions)
+        readout = dict(readout or {})
+        self.core = core
+        self.session_names = list(sessions)
+        self.sessions = sessions
+        self.modulator, self.shifter, self.nonlinearity = modulator, shifter, nonlinearity
+        self.l1_weight, self.burn_in = float(l1), int(burn_in)
+        self.frame_shape = None if frame_shape is None else tuple(int(v) for v in frame_shape)
+        c = core.out_channels
+        self.readouts = nn.ModuleDict({
+            name: GaussianReadout(c, info["n_neurons"], bias_init=info["mean_response"], shift=shifter,
+                                  nonlinearity=nonlinearity, **readout)
+            for name, info in sessions.items()})
+        self.shifters = nn.ModuleDict({
+            name: Shifter(shifter_hidden, center=info.get("pupil_center_mean"), scale=info.get("pupil_center_std"))
+            for name, info in sessions.items()}) if shifter else None
+        mods = {}
+        for name, info in sessions.items():
+            n_b, n = info["n_behavior"], info["n_neurons"]
+            if modulator is None or n_b == 0:
+                continue
+            if modulator == "gru":
+                mods[name] = GRUModulator(n_b, n, hidden=modulator_hidden)
+            elif modulator == "mlp":
+                mods[name] = MLPGain(n_b, n, hidden=modulator_hidden)
+            else:
+                mods[name] = ConvGRUModulator(n_b, c, hidden=modulator_hidden)
+        self.modulators = nn.ModuleDict(mods)
+        self.config: dict[str, Any] = dict(
+            sessions=sessions, modulator=modulator, shifter=shifter, nonlinearity=nonlinearity, l1=float(l1),
+            burn_in=int(burn_in), readout=readout, modulator_hidden=modulator_hidden,
+            shifter_hidden=shifter_hidden, frame_shape=None if frame_shape is None else list(self.frame_shape))
+
+    # ------------------------------------------------------------------ engine hooks
+    def flops_per_sample(self) -> float | None:
+        """The core's training FLOPs per clip of ``frame_shape`` (None when unknown)."""
+        if self.frame_shape is None:
+            return None
+        if isinstance(self.core, vivit.ViViTCore):
+            return vivit.flops_per_sample(self.core.config, *self.frame_shape)
+        count = getattr(self.core, "flops_per_sample", None)
+        return float(count(*self.frame_shape)) if callable(count) else None
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        if not callable(getattr(self.core, "set_grad_checkpointing", None)):
+            raise ConfigError("train.grad_checkpointing",
+                              f"the {type(self.core).__name__} core does not support gradient checkpointing",
+                              "set grad_checkpointing: false")
+        self.core.set_grad_checkpointing(enabled)
+
+    # ------------------------------------------------------------------ forward
+    def _session_drive(self, name: str, features: torch.Tensor, behavior: torch.Tensor | None,
+                       pupil: torch.Tensor | None) -> torch.Tensor:
+        info = self.sessions[name]
+        mod = self.modulators[name] if name in self.modulators else None
+        beh = None
+        if mod is not None:
+            if behavior is None or behavior.shape[-1] < info["n_behavior"]:
+                got = None if behavior is None else behavior.shape[-1]
+                raise InputError(f"batch of session {name!r}", f"behaviour has {got} columns, the session "
+                                 f"{info['n_behavior']}", "give the session's behaviour in the batch")
+            beh = behavior[..., :info["n_behavior"]]
+        if isinstance(mod, ConvGRUModulator):
+            features = mod(features, beh)
+        shift = None
+        if self.shifters is not None:
+            if pupil is None:
+                raise InputError(f"batch of session {name!r}", "no pupil_center for the shifter",
+                                 "give pupil_center (zeros without eye tracking) or build with shifter=False")
+            shift = self.shifters[name](pupil)
+        drive = self.readouts[name](features, shift)  # (b, T, N)
+        if isinstance(mod, GRUModulator):
+            drive = drive + mod(beh)
+        rate = output_nonlinearity(drive, self.nonlinearity)
+        if isinstance(mod, MLPGain):
+            rate = rate * mod(beh)
+        return rate
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        video, session, mask = batch["video"], batch["session"], batch["mask"]
+        b, n_max = video.shape[0], mask.shape[1]
+        if session.shape != (b,) or mask.shape[0] != b:
+            raise InputError("batch", f"session {tuple(session.shape)} and mask {tuple(mask.shape)} do not "
+                             f"match {b} videos", "give one session index and one mask row per sample")
+        features = self.core(video)  # (B, C, T, h, w)
+        t = features.shape[2]
+        behavior, pupil = batch.get("behavior"), batch.get("pupil_center")
+        rate = features.new_zeros(b, t, n_max, dtype=torch.float32)
+        for s in torch.unique(session).tolist():
+            if not 0 <= s < len(self.session_names):
+                raise InputError("batch.session", f"session index {s} for a model of "
+                                 f"{len(self.session_names)} sessions", "index sessions in the model's order")
+            name = self.session_names[s]
+            n = self.sessions[name]["n_neurons"]
+            if n > n_max:
+                raise InputError("batch.mask", f"session {name!r} has {n} neurons, the batch {n_max}",
+                                 "pad responses and mask to the largest session")
+            rows = (session == s).nonzero(as_tuple=True)[0]
+            r = self._session_drive(name, features[rows], None if behavior is None else behavior[rows],
+                                    None if pupil is None else pupil[rows])
+            rate = rate.index_copy(0, rows, F.pad(r.float(), (0, n_max - n)))
+        return {"rate": rate * mask[:, None, :].to(rate.dtype)}  # (B, T, N_max), 0 where masked
+
+    # ------------------------------------------------------------------ loss and metrics
+    def _check_burn_in(self, t: int) -> None:
+        if self.burn_in >= t:
+            raise InputError("batch", f"clips of {t} frames, not more than burn_in={self.burn_in}",
+                             "use longer clips or a smaller burn_in")
+
+    def poisson_loss(self, rate: torch.Tensor, responses: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Poisson NLL ``rate - y log(rate + 1e-8)`` averaged over real neurons and frames >= burn_in."""
+        self._check_burn_in(rate.shape[1])
+        rate, y = rate[:, self.burn_in:].float(), responses[:, self.burn_in:].float()
+        keep = mask[:, None, :].to(rate.dtype).expand_as(rate)
+        nll = F.poisson_nll_loss(rate, y, log_input=False, full=False, eps=_EPS, reduction="none")
+        return (nll * keep).sum() / keep.sum().clamp(min=1.0)
+
+    def _l1(self, session: torch.Tensor) -> torch.Tensor:
+        """Readout L1 of the batch's sessions, each weighted by its share of the batch's rows."""
+        ids, counts = torch.unique(session, return_counts=True)
+        terms = [self.readouts[self.session_names[i]].l1() * (c / session.numel())
+                 for i, c in zip(ids.tolist(), counts.tolist(), strict=True)]
+        return torch.stack(terms).sum()
+
+    def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        rate = self(batch)["rate"]
+        poisson = self.poisson_loss(rate, batch["responses"], batch["mask"])
+        l1 = self._l1(batch["session"])
+        return {"loss": poisson + self.l1_weight * l1, "poisson": poisson.detach(), "l1": l1.detach()}
+
+    def validation_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        rate = self(batch)["rate"]
+        return {"rate": rate, "responses": batch["responses"].float(), "mask": batch["mask"],
+                "session": batch["session"]}
+
+    def validation_epoch_end(self, outputs: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """``r``: single-trial correlation per neuron averaged over neurons (see the module doc);
+        ``poisson``: the loss over the validation set; ``r_<session>``: each session's mean r."""
+        rates: dict[int, list[np.ndarray]] = {}
+        ys: dict[int, list[np.ndarray]] = {}
+        for out in outputs:
+            self._check_burn_in(out["rate"].shape[1])
+            session = out["session"].cpu()
+            for s in torch.unique(session).tolist():
+                rows = session == s
+                n = self.sessions[self.session_names[s]]["n_neurons"]
+                rates.setdefault(s, []).append(out["rate"][rows, self.burn_in:, :n].reshape(-1, n).numpy())
+                ys.setdefault(s, []).append(out["responses"][rows, self.burn_in:, :n].reshape(-1, n).numpy())
+        metrics, all_r, nll_sum, count = {}, [], 0.0, 0
+        for s in sorted(rates):
+            p = np.concatenate(rates[s]).astype(np.float64)
+            y = np.concatenate(ys[s]).astype(np.float64)
+            nll_sum += float((p - y * np.log(p + _EPS)).sum())
+            count += y.size
+            if y.shape[0] < 2:
+                continue
+            r = pearson_r(y, p)
+            all_r.append(r)
+            metrics[f"r_{self.session_names[s]}"] = float(r.mean())
+        metrics["r"] = float(np.concatenate(all_r).mean()) if all_r else float("nan")
+        metrics["poisson"] = nll_sum / max(count, 1)
+        return metrics
+
+
+# ---------------------------------------------------------------------- factory
+def make_core(name: str, **options) -> nn.Module:
+    """A core by name: ``conv`` (:class:`Conv3dCore` of ``options``), ``vivit``
+    (:class:`~cinebrain.models.vivit.ViViTCore` of ``ViViTConfig(**options)``) or a ViViT
+    preset (``vivit-small``, ``vivit-baseline``; ``options`` override the preset's fields)."""
+    if name == "conv":
+        return Conv3dCore(**options)
+    if name == "vivit":
+        return vivit.ViViTCore(vivit.ViViTConfig(**options))
+    if name in vivit.PRESETS:
+        return vivit.ViViTCore(vivit.get_preset(name, **options))
+    raise ConfigError("core", f"unknown core {name!r}", f"use one of {', '.join(CORES)}")
+
+
+def make_neuron_model(core: str, sessions: dict[str, dict], *, core_options: dict | None = None,
+                      **options) -> NeuronModel:
+    """A :class:`NeuronModel` on the core named ``core`` (see :func:`make_core`); ``options``
+    go to NeuronModel. Its ``config`` rebuilds it: ``make_neuron_model(**model.config)``."""
+    core_options = dict(core_options or {})
+    model = NeuronModel(make_core(core, **core_options), sessions, **options)
+    model.config = {"core": core, "core_options": core_options, **model.config}
+    return model
