@@ -19,8 +19,9 @@ from torch.utils.data import Dataset
 
 from cinebrain.errors import ConfigError, InputError
 from cinebrain.evaluate.neurons import single_trial_correlation
+from cinebrain.io.neurons import NeuronSession
 from cinebrain.models.convcore import Conv3dCore
-from cinebrain.models.neurons import NeuronModel, make_core, make_neuron_model
+from cinebrain.models.neurons import NeuronModel, make_core, make_neuron_model, session_specs
 from cinebrain.nn.modulators import ConvGRUModulator, GRUModulator, MLPGain
 from cinebrain.nn.readouts import (
     GaussianReadout,
@@ -321,6 +322,33 @@ def test_config_rebuilds_the_model_and_errors_are_named():
         make_neuron_model("conv", SESSIONS, core_options=CONV, burn_in=8).training_step(_batch())
     with pytest.raises(ConfigError, match="gradient checkpointing"):
         make_neuron_model("conv", SESSIONS, core_options=CONV).set_grad_checkpointing(True)
+
+
+def test_session_specs_from_recordings_build_the_model():
+    rng = np.random.default_rng(0)
+
+    def session(name, n, pupil):
+        t = [6, 7, 5]
+        return NeuronSession(
+            name=name, videos=[rng.random((k, 16, 16), dtype=np.float32) for k in t],
+            responses=[rng.poisson(2.0, (k, n)).astype(np.float32) for k in t],
+            behavior=[rng.standard_normal((k, 2)).astype(np.float32) for k in t],
+            pupil_center=[rng.standard_normal((k, 2)).astype(np.float32) * 4 + 30 for k in t] if pupil else None,
+            tiers=np.array(["train", "train", "validation"]), clip_ids=np.array(["c0", "c1", "c2"]),
+            frame_rate=30.0, neuron_ids=np.array([f"n{i}" for i in range(n)])).validate()
+
+    recordings = [session("a", 5, True), session("b", 3, False)]
+    specs = session_specs(recordings)
+    assert list(specs) == ["a", "b"] and specs["b"]["n_neurons"] == 3 and "pupil_center_mean" not in specs["b"]
+    train_a = np.concatenate(recordings[0].responses[:2])
+    np.testing.assert_allclose(specs["a"]["mean_response"], train_a.mean(0), rtol=1e-6)
+    pupil = np.concatenate(recordings[0].pupil_center[:2])
+    np.testing.assert_allclose(specs["a"]["pupil_center_std"], pupil.std(0), rtol=1e-5)
+    model = make_neuron_model("conv", specs, core_options=CONV).eval()
+    rate = model(_batch())["rate"]
+    assert rate.shape == (4, 8, 5) and (rate[0] > 0).all()
+    with pytest.raises(InputError, match="no test trials"):
+        session_specs(recordings, tier="test")
 
 
 # ---------------------------------------------------------------------- training

@@ -23,7 +23,7 @@ from cinebrain.models.autoencoder import (
     windows_for,
 )
 from cinebrain.models.convcore import Conv3dCore
-from cinebrain.models.neurons import NeuronModel, make_core, make_neuron_model
+from cinebrain.models.neurons import NeuronModel, make_core, make_neuron_model, session_specs
 
 __all__ = [
     "AutoencoderConfig",
@@ -39,5 +39,6 @@ __all__ = [
     "predict_dataset",
     "preset_names",
     "preset_parameters",
+    "session_specs",
     "windows_for",
 ]

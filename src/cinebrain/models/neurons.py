@@ -26,6 +26,7 @@ a batch without some session leaves that session's readout without gradient.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cinebrain.errors import ConfigError, InputError
+from cinebrain.io.neurons import NeuronSession
 from cinebrain.metrics import pearson_r
 from cinebrain.models import vivit
 from cinebrain.models.convcore import Conv3dCore
@@ -293,6 +295,36 @@ class NeuronModel(nn.Module):
         metrics["r"] = float(np.concatenate(all_r).mean()) if all_r else float("nan")
         metrics["poisson"] = nll_sum / max(count, 1)
         return metrics
+
+
+# ---------------------------------------------------------------------- sessions
+def session_specs(sessions: Sequence[NeuronSession], tier: str = "train",
+                  pupil_stats: bool = True) -> dict[str, dict]:
+    """The ``sessions`` argument of :class:`NeuronModel` from recordings, in their order.
+
+    Per session: ``n_neurons``, ``mean_response`` (each neuron's mean over the frames of the
+    ``tier`` trials, for the readout bias), ``n_behavior`` and, with ``pupil_stats`` and eye
+    tracking, ``pupil_center_mean`` / ``pupil_center_std`` over the same frames (the
+    shifter's standardisation; pass ``pupil_stats=False`` when the dataset already
+    standardises pupil_center). The batch's ``session`` index counts sessions in this order.
+    """
+    specs: dict[str, dict] = {}
+    for session in sessions:
+        where = session.source or f"session {session.name!r}"
+        if session.name in specs:
+            raise InputError(where, f"two sessions are named {session.name!r}", "give each session its own name")
+        trials = session.trials(tier)
+        if len(trials) == 0:
+            raise InputError(where, f"no {tier} trials for the mean responses", f"give the session {tier} trials")
+        responses = np.concatenate([session.responses[i] for i in trials]).astype(np.float64)
+        spec = {"n_neurons": session.n_neurons, "mean_response": responses.mean(0).astype(np.float32).tolist(),
+                "n_behavior": int(session.behavior[trials[0]].shape[1])}
+        if pupil_stats and session.pupil_center is not None:
+            pupil = np.concatenate([session.pupil_center[i] for i in trials]).astype(np.float64)
+            spec["pupil_center_mean"] = pupil.mean(0).tolist()
+            spec["pupil_center_std"] = np.maximum(pupil.std(0), 1e-6).tolist()
+        specs[session.name] = spec
+    return specs
 
 
 # ---------------------------------------------------------------------- factory
