@@ -256,6 +256,12 @@ def test_text_file_named_nwb_is_refused(tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(InputError, match="not found"):
         read_nwb_session(tmp_path / "missing.nwb")
+    import h5py
+
+    with h5py.File(tmp_path / "plain.nwb", "w") as f:  # HDF5, but not NWB
+        f["responses"] = np.zeros((10, 3))
+    with pytest.raises(InputError, match=r"plain\.nwb: not an NWB file or unreadable"):
+        read_nwb_session(tmp_path / "plain.nwb")
 
 
 def test_nwb_without_responses_or_movie_is_refused(tmp_path):
@@ -301,3 +307,38 @@ def test_behavior_that_does_not_cover_the_trials_is_refused(tmp_path, start, sto
     write(nwb, tmp_path / "short.nwb")
     with pytest.raises(InputError, match=rf"short\.nwb \(TimeSeries 'running'\): {problem}"):
         read_nwb_session(tmp_path / "short.nwb", behavior=("running",), pupil_center=False)
+
+
+def test_spike_binning_matches_numpy_histogram(tmp_path):
+    # Three trials of unequal length on a 25 Hz movie, spikes (unsorted) anywhere,
+    # some exactly on frame edges and on each trial's stop time.
+    rate = 25.0
+    lengths, gaps = [7, 12, 5], [0.0, 0.9, 2.3]
+    starts = np.cumsum(gaps) + np.concatenate([[0], np.cumsum(lengths)[:-1]]) / rate
+    ts = np.concatenate([s + np.arange(n) / rate for s, n in zip(starts, lengths, strict=True)])
+    stops = starts + np.array(lengths) / rate
+    rng = np.random.default_rng(5)
+    nwb = new_nwb()
+    nwb.add_stimulus(ImageSeries(name="movie", data=np.zeros((len(ts), 4, 4), np.float32),
+                                 unit="a.u.", timestamps=ts))
+    for s, e in zip(starts, stops, strict=True):
+        nwb.add_trial(start_time=s, stop_time=e)
+    spikes = []
+    for _ in range(4):
+        t = np.concatenate([rng.uniform(0, stops[-1], 60), rng.choice(ts, 6), stops])
+        spikes.append(rng.permutation(t))
+        nwb.add_unit(spike_times=spikes[-1])
+    write(nwb, tmp_path / "bins.nwb")
+    read = read_nwb_session(tmp_path / "bins.nwb", behavior=())
+    with NWBHDF5IO(str(tmp_path / "bins.nwb"), "r") as io:
+        f = io.read()
+        file_ts = f.stimulus["movie"].timestamps[:]
+        file_stops = f.trials["stop_time"][:]
+    offset = 0
+    for i, n in enumerate(lengths):
+        edges = np.append(file_ts[offset:offset + n], file_stops[i])
+        offset += n
+        for j in range(4):
+            np.testing.assert_array_equal(read.responses[i][:, j],
+                                          np.histogram(spikes[j], bins=edges)[0])
+    np.testing.assert_array_equal(read.neuron_ids, ["0", "1", "2", "3"])

@@ -732,17 +732,40 @@ def _read_units(path: Path, nwb: Any, units: Any, ts: np.ndarray, bounds: list,
             raise InputError(path, f"unit {unit}: spike time {flat[k]:g} s is outside the "
                              f"recording (0-{end:g} s)", "give spike times in seconds on the "
                              "file's clock (not milliseconds or samples)")
-    edges = [np.append(ts[a:b], stop) for (a, b), stop in zip(bounds, stops, strict=True)]
-    per_trial = [np.zeros((len(e) - 1, n), dtype=np.float32) for e in edges]
-    starts = np.concatenate([[0], ends[:-1]])
-    for j in range(n):
-        spikes = flat[starts[j]:ends[j]]
-        for i, e in enumerate(edges):
-            per_trial[i][:, j] = np.histogram(spikes, bins=e)[0]
+    per_trial = _bin_spikes(flat, ends, ts, bounds, stops)
     if flat.size and not any(p.any() for p in per_trial):
         raise InputError(path, "no spike of any unit falls inside a trial",
                          "give spike times in seconds on the movie's clock")
     return _table_ids(units, rows), _table_positions(units, rows), per_trial
+
+
+def _bin_spikes(flat: np.ndarray, ends: np.ndarray, ts: np.ndarray, bounds: list,
+                stops: list) -> list[np.ndarray]:
+    """Spike counts per frame bin, one ``(n_frames, n_units)`` float32 array per trial.
+
+    Unit ``j``'s spike times are ``flat[ends[j-1]:ends[j]]``. A trial's bins have edges at
+    its frame times and its ``stop``; like :func:`numpy.histogram`, each bin is
+    ``[left, right)`` except the trial's last, ``[left, right]``.
+    """
+    edges = np.concatenate([np.append(ts[a:b], stop)
+                            for (a, b), stop in zip(bounds, stops, strict=True)])
+    n_edges = np.array([b - a + 1 for a, b in bounds])
+    last = np.cumsum(n_edges) - 1  # index of each trial's final edge in ``edges``
+    # Bins between consecutive edges; those that straddle two trials are dropped.
+    keep = np.ones(len(edges) - 1, dtype=bool)
+    keep[last[:-1]] = False
+    last_bin = last - 1
+    counts = np.zeros((int(keep.sum()), len(ends)), dtype=np.float32)
+    begin = 0
+    for j, end in enumerate(ends):
+        spikes = np.sort(flat[begin:end])
+        begin = end
+        left = np.searchsorted(spikes, edges, side="left")
+        c = np.diff(left)
+        c[last_bin] += np.searchsorted(spikes, edges[last], side="right") - left[last]
+        counts[:, j] = c[keep]
+    splits = np.cumsum(n_edges - 1)[:-1]
+    return np.split(counts, splits)
 
 
 def _read_roi(path: Path, series: Any, ts: np.ndarray, bounds: list,
