@@ -342,3 +342,29 @@ def test_spike_binning_matches_numpy_histogram(tmp_path):
             np.testing.assert_array_equal(read.responses[i][:, j],
                                           np.histogram(spikes[j], bins=edges)[0])
     np.testing.assert_array_equal(read.neuron_ids, ["0", "1", "2", "3"])
+
+
+def test_index_series_movie_from_images(tmp_path):
+    from pynwb.base import ImageReferences
+    from pynwb.image import GrayscaleImage, Images, IndexSeries, RGBImage
+
+    rng = np.random.default_rng(7)
+    grey = [rng.random((H, W), dtype=np.float32) for _ in range(2)]
+    rgb = rng.random((H, W, 3), dtype=np.float32)
+    imgs = [GrayscaleImage(name="b", data=grey[0]), RGBImage(name="a", data=rgb),
+            GrayscaleImage(name="c", data=grey[1])]
+    images = Images(name="frames", images=imgs, description="clip frames",
+                    order_of_images=ImageReferences(name="order_of_images", data=imgs))
+    nwb = new_nwb()
+    nwb.add_stimulus_template(images)
+    order = np.array([0, 1, 2, 2, 1, 0, 0, 2], np.uint32)
+    nwb.add_stimulus(IndexSeries(name="movie", data=order, unit="N/A", indexed_images=images,
+                                 rate=RATE))
+    nwb.add_trial(start_time=0.0, stop_time=8 / RATE)
+    nwb.add_unit(spike_times=[0.1])
+    write(nwb, tmp_path / "index.nwb")
+    read = read_nwb_session(tmp_path / "index.nwb", behavior=())
+    luminance = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    expected = np.stack([grey[0], luminance, grey[1]])[order]
+    np.testing.assert_allclose(read.videos[0], expected, rtol=1e-6)
+    assert read.frame_rate == RATE

@@ -7,7 +7,9 @@ as long as the file holds what cinebrain needs:
 - the movie: an ``ImageSeries`` (or ``OpticalSeries``) in ``stimulus`` or
   ``acquisition``, its frames ``(T, H, W)`` (or ``(T, H, W, 3)``, read as grey) stored in
   the file or in external files (``.npy`` or any movie :mod:`cinebrain.io.video` reads),
-  timed by ``timestamps`` or ``starting_time`` and ``rate``;
+  timed by ``timestamps`` or ``starting_time`` and ``rate``; or an ``IndexSeries`` in
+  ``stimulus`` whose indices pick frames from ``Images`` (in ``order_of_images``) or from
+  an ``ImageSeries`` template;
 - trials: the ``trials`` table (``start_time``, ``stop_time``, optional ``tier`` and
   ``clip_id`` columns), or, without one, gaps in the movie's timestamps;
 - responses: ``units`` with ``spike_times`` (seconds on the file's clock), binned to the
@@ -359,7 +361,8 @@ def read_nwb_session(
         ``"auto"`` (the ``units`` table if it has spike times, else the one
         ``RoiResponseSeries``), ``"units"``, ``"roi"``, or a ``RoiResponseSeries`` name.
     movie
-        The ``ImageSeries`` name, when the file has several.
+        The name of the movie's series (``ImageSeries``, ``OpticalSeries`` or
+        ``IndexSeries``), when the file has several.
 
     Raises
     ------
@@ -381,8 +384,12 @@ def read_nwb_session(
         except Exception as e:  # pynwb/hdmf raise many types on a foreign HDF5 layout
             raise InputError(path, f"not an NWB file or unreadable ({_reason(e)})",
                              _NWB_FIX) from None
-        return _read(path, nwb, frame_rate=frame_rate, name=name, behavior=behavior,
-                     pupil_center=pupil_center, responses=responses, movie=movie)
+        try:
+            return _read(path, nwb, frame_rate=frame_rate, name=name, behavior=behavior,
+                         pupil_center=pupil_center, responses=responses, movie=movie)
+        except OSError as e:  # a damaged dataset inside a readable file
+            raise InputError(path, f"unreadable NWB content ({_reason(e)})",
+                             "re-export or re-download the file") from None
     finally:
         io.close()
 
@@ -408,6 +415,8 @@ def _reason(e: BaseException) -> str:
 def _read(path: Path, nwb: Any, *, frame_rate: float | None, name: str | None,
           behavior: Sequence[str], pupil_center: bool | str, responses: str,
           movie: str | None) -> NeuronSession:
+    if isinstance(behavior, str):
+        behavior = (behavior,)
     series = _find_movie(path, nwb, movie)
     frames_source, n_frames = _movie_frames(path, series)
     timestamps = _series_timestamps(path, series, n_frames)
@@ -455,13 +464,13 @@ def _read(path: Path, nwb: Any, *, frame_rate: float | None, name: str | None,
 
 # ------------------------------------------------------------------ movie
 def _find_movie(path: Path, nwb: Any, movie: str | None) -> Any:
-    from pynwb.image import ImageSeries, OpticalSeries
+    from pynwb.image import ImageSeries, IndexSeries, OpticalSeries
 
     found = []
     for group in (nwb.stimulus, nwb.acquisition):
         for obj in group.values():
             # Imaging data (TwoPhotonSeries, ...) subclass ImageSeries but are no movie.
-            if type(obj) in (ImageSeries, OpticalSeries):
+            if type(obj) in (ImageSeries, OpticalSeries, IndexSeries):
                 found.append(obj)
     if movie is not None:
         chosen = [s for s in found if s.name == movie]
@@ -471,7 +480,8 @@ def _find_movie(path: Path, nwb: Any, movie: str | None) -> Any:
                              "pass movie= one of those names")
         return chosen[0]
     if not found:
-        raise InputError(path, "no ImageSeries (the movie) in stimulus or acquisition",
+        raise InputError(path, "no ImageSeries or IndexSeries (the movie) in stimulus or "
+                         "acquisition",
                          "add the movie frames as a pynwb.image.ImageSeries with "
                          "nwbfile.add_stimulus(...)")
     if len(found) > 1:
@@ -489,7 +499,18 @@ def _to_grey(frames: np.ndarray) -> np.ndarray:
 
 def _movie_frames(path: Path, series: Any) -> tuple[Any, int]:
     """A function ``(a, b) -> frames[a:b]`` float32 ``(b - a, H, W)`` and the frame count."""
-    where = f"{path} (ImageSeries {series.name!r})"
+    from pynwb.image import IndexSeries
+
+    where = f"{path} ({type(series).__name__} {series.name!r})"
+    if isinstance(series, IndexSeries):
+        indices = np.asarray(series.data[:], dtype=np.int64).reshape(-1)
+        images = _indexed_images(path, series)
+        if indices.size == 0:
+            raise InputError(where, "the movie has no frames", "store the frame indices")
+        if indices.min() < 0 or indices.max() >= len(images):
+            raise InputError(where, f"frame indices {indices.min()}-{indices.max()} for "
+                             f"{len(images)} images", "index the images from 0")
+        return (lambda a, b: images[indices[a:b]]), len(indices)
     external = series.external_file
     if external is not None and len(external):
         parts = [_read_external(path, series, str(f)) for f in external]
@@ -508,6 +529,32 @@ def _movie_frames(path: Path, series: Any) -> tuple[Any, int]:
     if shape[0] == 0:
         raise InputError(where, "the movie has no frames", "store the frames or external_file")
     return (lambda a, b: _to_grey(data[a:b])), int(shape[0])
+
+
+def _indexed_images(path: Path, series: Any) -> np.ndarray:
+    """The images an ``IndexSeries`` indexes, ``(n_images, H, W)`` float32."""
+    where = f"{path} (IndexSeries {series.name!r})"
+    if series.indexed_timeseries is not None:
+        source, n = _movie_frames(path, series.indexed_timeseries)
+        return source(0, n)
+    images = series.indexed_images
+    if images is None:
+        raise InputError(where, "indexes neither images nor an ImageSeries",
+                         "give indexed_images=Images(...)")
+    if images.order_of_images is not None:
+        ordered = list(images.order_of_images.data[:])
+    elif len(images.images) == 1:
+        ordered = list(images.images.values())
+    else:
+        raise InputError(where, f"its Images {images.name!r} have no order_of_images, so "
+                         "the frame indices point nowhere",
+                         "write Images(..., order_of_images=ImageReferences(...))")
+    arrays = [_to_grey(np.asarray(img.data[:])[None])[0] for img in ordered]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1 or arrays[0].ndim != 2:
+        raise InputError(where, f"images of shapes {sorted(shapes)}",
+                         "give grey (height, width) or RGB images of one size")
+    return np.stack(arrays)
 
 
 def _read_external(path: Path, series: Any, name: str) -> np.ndarray:
