@@ -354,3 +354,18 @@ def test_device_batches_change_order_with_the_epoch(study):
     second = next(iter(batches))["responses"]
     assert not torch.equal(first, second)
     assert torch.equal(first.sum(0), second.sum(0))  # same windows, another order
+
+
+def test_device_shards_give_the_whole_set_once_in_order(study):
+    ds = dataset(study, stride=3)
+    whole = next(iter(DataLoader(ds, batch_size=len(ds))))
+    parts = [list(ds.device_batches(4, shuffle=False, shard=True, num_replicas=3, rank=r))
+             for r in range(3)]
+    assert [sum(len(b["session"]) for b in p) for p in parts] \
+        == [len(ds) * (r + 1) // 3 - len(ds) * r // 3 for r in range(3)]
+    for key in KEYS:
+        joined = torch.cat([b[key] for p in parts for b in p])
+        assert torch.equal(joined, whole[key]), key
+    assert ds.to_device("cpu") is ds.to_device(torch.device("cpu"))  # one copy per device
+    with pytest.raises(InputError, match="shard=True with shuffle=True"):
+        DeviceBatches(ds, 4, shard=True)

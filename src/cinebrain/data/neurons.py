@@ -483,8 +483,19 @@ class NeuronClipDataset(Dataset):
         }
 
     def to_device(self, device: str | torch.device) -> DeviceNeuronData:
-        """Every stacked array as one tensor on ``device`` (see :class:`DeviceNeuronData`)."""
-        return DeviceNeuronData(self, device)
+        """Every stacked array as one tensor on ``device`` (see :class:`DeviceNeuronData`),
+        copied on the first call for a device and reused after (so that building a
+        :class:`DeviceBatches` for every evaluation does not copy the set again)."""
+        key = str(torch.device(device))
+        cache = self.__dict__.setdefault("_device_data", {})
+        if key not in cache:
+            data = DeviceNeuronData(self, device)
+            cache[key] = cache[str(data.device)] = data
+        return cache[key]
+
+    def device_batches(self, batch_size: int, **kwargs: Any) -> DeviceBatches:
+        """``DeviceBatches(self, batch_size, **kwargs)``: batches gathered on the device."""
+        return DeviceBatches(self, batch_size, **kwargs)
 
 
 # ---------------------------------------------------------------------------- on device
@@ -572,6 +583,11 @@ class DeviceBatches:
         Drop a last, smaller batch.
     num_replicas, rank : int
         This process's share under DDP (default: the whole set).
+    shard : bool
+        Instead of the sampler's order, this rank's contiguous block
+        ``[n * rank // num_replicas, n * (rank + 1) // num_replicas)`` in dataset order,
+        with no padding (the engine's validation order: the ranks' outputs concatenated in
+        rank order are the whole set once, in order). Needs ``shuffle=False``.
     """
 
     def __init__(
@@ -585,14 +601,20 @@ class DeviceBatches:
         drop_last: bool = False,
         num_replicas: int = 1,
         rank: int = 0,
+        shard: bool = False,
     ):
         if not isinstance(dataset, NeuronClipDataset):
             raise TypeError(f"DeviceBatches takes a NeuronClipDataset, got {type(dataset).__name__}")
         if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
             raise InputError("batch_size", f"batch_size={batch_size!r}", "give a positive whole number")
+        if shard and shuffle:
+            raise InputError("shard", "shard=True with shuffle=True",
+                             "a shard is in dataset order: pass shuffle=False")
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.drop_last = bool(drop_last)
+        n = len(dataset)
+        self.shard = (n * rank // num_replicas, n * (rank + 1) // num_replicas) if shard else None
         self.sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank,
                                           shuffle=shuffle, seed=seed, drop_last=False)
         self.data = dataset.to_device(device)
@@ -604,6 +626,8 @@ class DeviceBatches:
     @property
     def num_samples(self) -> int:
         """This rank's samples per epoch (before ``start``)."""
+        if self.shard is not None:
+            return self.shard[1] - self.shard[0]
         return self.sampler.num_samples
 
     def set_epoch(self, epoch: int) -> None:
@@ -615,9 +639,12 @@ class DeviceBatches:
 
     def _epoch_order(self) -> torch.Tensor:
         if self._order is None:
-            order = torch.tensor(list(self.sampler), dtype=torch.int64)
+            if self.shard is not None:
+                order = torch.arange(*self.shard, dtype=torch.int64)
+            else:
+                order = torch.tensor(list(self.sampler), dtype=torch.int64)
             self._order = order.to(self.device)
-            self.data.sync_epoch()
+        self.data.sync_epoch()
         return self._order
 
     def __len__(self) -> int:
