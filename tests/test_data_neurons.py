@@ -369,3 +369,78 @@ def test_device_shards_give_the_whole_set_once_in_order(study):
     assert ds.to_device("cpu") is ds.to_device(torch.device("cpu"))  # one copy per device
     with pytest.raises(InputError, match="shard=True with shuffle=True"):
         DeviceBatches(ds, 4, shard=True)
+
+
+# ---------------------------------------------------------------------------- with the engine
+class TinyNeuronModel(torch.nn.Module):
+    """A small model on the batch contract: conv features + behaviour, per-session readout,
+    Poisson loss over real neurons."""
+
+    def __init__(self, n_max, n_sessions):
+        super().__init__()
+        self.core = torch.nn.Conv3d(1, 4, (1, 3, 3))
+        self.behavior = torch.nn.Linear(NB, 4)
+        self.readout = torch.nn.Parameter(torch.randn(n_sessions, 4, n_max) * 0.1)
+
+    def forward(self, batch):
+        f = self.core(batch["video"]).mean((3, 4)).transpose(1, 2)  # (B, T, 4)
+        f = f + self.behavior(batch["behavior"])
+        w = self.readout[batch["session"]]  # (B, 4, N_max)
+        rate = torch.nn.functional.softplus(torch.einsum("btc,bcn->btn", f, w))
+        return {"rate": rate * batch["mask"][:, None]}
+
+    def training_step(self, batch):
+        rate = self(batch)["rate"]
+        nll = torch.nn.functional.poisson_nll_loss(rate + 1e-6, batch["responses"],
+                                                   log_input=False, reduction="none")
+        mask = batch["mask"][:, None].expand_as(nll)
+        return {"loss": nll[mask].mean()}
+
+    def validation_step(self, batch):
+        return self.training_step(batch)
+
+
+def engine_losses(study, tmp_path, *, device_batches, random_offset=False, stop_at=None,
+                  resume=False):
+    from cinebrain.train.config import TrainConfig
+    from cinebrain.train.trainer import Trainer
+
+    class Stop(Exception):
+        pass
+
+    def stop(trainer):
+        if trainer.step == stop_at:
+            raise Stop
+
+    ds = dataset(study, stride=4, random_offset=random_offset)
+    torch.manual_seed(0)
+    model = TinyNeuronModel(ds.n_max, 2)
+    config = TrainConfig(epochs=2, batch_size=4, lr=1e-2, out_dir=str(tmp_path), progress=False,
+                         device="cpu", log_every=1, checkpoint_every_steps=1)
+    trainer = Trainer(model, config, ds, callbacks=[stop])
+    if device_batches:
+        # what the engine would do with device-resident data: its loader and its sampler
+        # are one DeviceBatches (set_epoch, start in samples, num_samples, iteration)
+        trainer.train_loader = trainer.train_sampler = ds.device_batches(
+            trainer.per_rank_batch, shuffle=config.shuffle, seed=config.seed,
+            device=trainer.device, drop_last=config.drop_last)
+    try:
+        trainer.fit(resume=resume)
+    except Stop:
+        pass
+    return [record["loss"] for record in trainer.history.train]
+
+
+def test_engine_trains_the_same_on_device_batches(study, tmp_path):
+    loader = engine_losses(study, tmp_path / "loader", device_batches=False)
+    device = engine_losses(study, tmp_path / "device", device_batches=True)
+    assert len(loader) > 10 and loader == device
+
+
+def test_engine_resumes_exactly_on_device_batches(study, tmp_path):
+    whole = engine_losses(study, tmp_path / "whole", device_batches=True, random_offset=True)
+    first = engine_losses(study, tmp_path / "cut", device_batches=True, random_offset=True,
+                          stop_at=len(whole) // 2 + 1)  # mid-epoch
+    rest = engine_losses(study, tmp_path / "cut", device_batches=True, random_offset=True,
+                         resume=True)
+    assert first + rest == whole
