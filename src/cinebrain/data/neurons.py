@@ -331,6 +331,12 @@ class NeuronClipDataset(Dataset):
         In order of session, trial, start; evaluation maps outputs back with it.
     no_pupil : list of str
         Sessions without eye tracking (their ``"pupil_center"`` is zeros).
+    video, behavior, pupil_center, responses : ndarray
+        The kept trials' frames stacked, ``(F, H, W)``, ``(F, n_b)``, ``(F, 2)`` normalised
+        and ``(F, N_max)`` responses zero-padded: ``4 * F * (H*W + n_b + 2 + N_max)`` bytes,
+        shared by every item (and copied once to a device by :meth:`to_device`).
+    frame_offset : ndarray, shape (n_sessions,)
+        First row of each session in the stacked arrays.
     """
 
     def __init__(
@@ -400,12 +406,11 @@ class NeuronClipDataset(Dataset):
         video, behavior, pupil, responses = [], [], [], []
         windows = []
         self.frame_offset = np.zeros(len(sessions), dtype=np.int64)
-        self.response_offset = np.zeros(len(sessions), dtype=np.int64)
-        row, flat = 0, 0
+        row = 0
         T = self.frames
         for k, s in enumerate(sessions):
             st = stats[s.name]
-            self.frame_offset[k], self.response_offset[k] = row, flat
+            self.frame_offset[k] = row
             v_mean, v_std = np.float32(st.video_mean), np.float32(_safe(st.video_std))
             b_mean, b_std = st.behavior_mean.astype(np.float32), _safe(st.behavior_std).astype(np.float32)
             p_mean, p_std = st.pupil_mean.astype(np.float32), _safe(st.pupil_std).astype(np.float32)
@@ -424,13 +429,14 @@ class NeuronClipDataset(Dataset):
                     pupil.append(np.zeros((n, 2), np.float32))
                 else:
                     pupil.append((np.asarray(s.pupil_center[t], np.float32) - p_mean) / p_std)
-                responses.append(np.ascontiguousarray(s.responses[t], np.float32).ravel())
+                padded = np.zeros((n, n_max), np.float32)
+                padded[:, :s.n_neurons] = s.responses[t]
+                responses.append(padded)
                 starts = list(range(0, n - T + 1, self.stride))
                 if starts[-1] + T < n:
                     starts.append(n - T)
                 windows += [(k, t, j, row + j, row + n - T) for j in starts]
                 row += n
-                flat += n * s.n_neurons
         if not windows:
             raise InputError("trials", f"no trial has {T} frames or more "
                              f"({len(self.dropped)} dropped as shorter)",
@@ -438,7 +444,7 @@ class NeuronClipDataset(Dataset):
         self.video = np.concatenate(video)  # (F, H, W)
         self.behavior = np.concatenate(behavior)  # (F, n_b)
         self.pupil_center = np.concatenate(pupil)  # (F, 2)
-        self.responses = np.concatenate(responses)  # flat: each session's (F_s, N_s) in turn
+        self.responses = np.concatenate(responses)  # (F, N_max), zero past each session's N
         self.windows = np.asarray(windows, dtype=np.int64).reshape(-1, len(WINDOW_COLUMNS))
         self.epoch = 0
         self.offsets = self._draw_offsets(0)
@@ -467,17 +473,13 @@ class NeuronClipDataset(Dataset):
         k, _, _, first, last = (int(x) for x in self.windows[i])
         a = min(first + int(self.offsets[i]), last)
         b = a + self.frames
-        n = int(self.n_neurons[k])
-        flat0 = int(self.response_offset[k]) + (a - int(self.frame_offset[k])) * n
-        responses = np.zeros((self.frames, self.n_max), np.float32)
-        responses[:, :n] = self.responses[flat0:flat0 + self.frames * n].reshape(self.frames, n)
         mask = np.zeros(self.n_max, dtype=bool)
-        mask[:n] = True
+        mask[:int(self.n_neurons[k])] = True
         return {
             "video": torch.from_numpy(self.video[a:b][None].copy()),  # (1, T, H, W)
             "behavior": torch.from_numpy(self.behavior[a:b].copy()),  # (T, n_b)
             "pupil_center": torch.from_numpy(self.pupil_center[a:b].copy()),  # (T, 2)
-            "responses": torch.from_numpy(responses),  # (T, N_max)
+            "responses": torch.from_numpy(self.responses[a:b].copy()),  # (T, N_max)
             "mask": torch.from_numpy(mask),  # (N_max,)
             "session": torch.tensor(k, dtype=torch.int64),
         }
@@ -504,10 +506,11 @@ class DeviceNeuronData:
     arithmetic there: :meth:`gather` makes a whole batch from a tensor of item indices
     with a few indexing kernels, no per-item Python, no host synchronisation and no
     host-to-device copy (the frames, behaviour, eye position and responses of every
-    session are copied once, here; responses stay unpadded, one flat buffer).
+    session are copied once, here). Every array is gathered by whole frames (rows), the
+    fastest gather there is; responses are stored padded to ``N_max`` for that.
 
-    Its memory is the dataset's: ``4 * (F*H*W + F*(n_b + 2) + sum_s F_s*N_s)`` bytes for
-    ``F`` stacked frames.
+    Its memory is the dataset's: ``4 * F * (H*W + n_b + 2 + N_max)`` bytes for ``F``
+    stacked frames.
     """
 
     def __init__(self, dataset: NeuronClipDataset, device: str | torch.device):
@@ -520,10 +523,8 @@ class DeviceNeuronData:
         self.video = put(dataset.video)  # (F, H, W)
         self.behavior = put(dataset.behavior)  # (F, n_b)
         self.pupil_center = put(dataset.pupil_center)  # (F, 2)
-        self.responses = put(dataset.responses)  # (sum_s F_s N_s,)
+        self.responses = put(dataset.responses)  # (F, N_max)
         self.windows = put(dataset.windows)  # (n_windows, 5)
-        self.frame_offset = put(dataset.frame_offset)  # (S,)
-        self.response_offset = put(dataset.response_offset)  # (S,)
         self.n_neurons = put(dataset.n_neurons)  # (S,)
         self.time = torch.arange(dataset.frames, device=self.device)  # (T,)
         self.neuron = torch.arange(dataset.n_max, device=self.device)  # (N_max,)
@@ -544,18 +545,14 @@ class DeviceNeuronData:
         session = win[:, 0]
         start = torch.minimum(win[:, 3] + self.offsets[index], win[:, 4])  # (B,)
         rows = start[:, None] + self.time[None, :]  # (B, T)
-        n = self.n_neurons[session]  # (B,)
-        base = self.response_offset[session] + (start - self.frame_offset[session]) * n
-        mask = self.neuron[None, :] < n[:, None]  # (B, N_max)
-        flat = base[:, None, None] + self.time[None, :, None] * n[:, None, None] \
-            + self.neuron[None, None, :]  # (B, T, N_max)
-        flat = torch.where(mask[:, None, :], flat, 0)
-        responses = torch.where(mask[:, None, :], self.responses[flat], 0.0)
+        mask = self.neuron[None, :] < self.n_neurons[session][:, None]  # (B, N_max)
+        flat = rows.reshape(-1)
+        B, T = rows.shape
         return {
-            "video": self.video[rows].unsqueeze(1),  # (B, 1, T, H, W)
-            "behavior": self.behavior[rows],  # (B, T, n_b)
-            "pupil_center": self.pupil_center[rows],  # (B, T, 2)
-            "responses": responses,  # (B, T, N_max)
+            "video": self.video.index_select(0, flat).view(B, 1, T, *self.video.shape[1:]),
+            "behavior": self.behavior.index_select(0, flat).view(B, T, -1),
+            "pupil_center": self.pupil_center.index_select(0, flat).view(B, T, 2),
+            "responses": self.responses.index_select(0, flat).view(B, T, -1),
             "mask": mask,  # (B, N_max)
             "session": session,  # (B,)
         }
