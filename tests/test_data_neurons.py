@@ -1,5 +1,7 @@
 """Splits, statistics, windows and device batches of neuron sessions (cinebrain.data.neurons)."""
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -444,3 +446,12 @@ def test_engine_resumes_exactly_on_device_batches(study, tmp_path):
     rest = engine_losses(study, tmp_path / "cut", device_batches=True, random_offset=True,
                          resume=True)
     assert first + rest == whole
+
+
+def test_dataloader_workers_read_the_same_items(study):
+    ds = dataset(study)
+    ds.to_device("cpu")
+    assert "_device_data" not in pickle.loads(pickle.dumps(ds)).__dict__  # nor to workers
+    serial = list(DataLoader(ds, batch_size=5))
+    parallel = list(DataLoader(ds, batch_size=5, num_workers=2))
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(serial, parallel, strict=True) for k in KEYS)

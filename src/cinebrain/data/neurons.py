@@ -495,6 +495,10 @@ class NeuronClipDataset(Dataset):
             cache[key] = cache[str(data.device)] = data
         return cache[key]
 
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers get the host arrays, never a device copy
+        return {k: v for k, v in self.__dict__.items() if k != "_device_data"}
+
     def device_batches(self, batch_size: int, **kwargs: Any) -> DeviceBatches:
         """``DeviceBatches(self, batch_size, **kwargs)``: batches gathered on the device."""
         return DeviceBatches(self, batch_size, **kwargs)
