@@ -7,6 +7,8 @@ import uuid
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 from pynwb.behavior import BehavioralTimeSeries
 from pynwb.image import ImageSeries
@@ -368,3 +370,35 @@ def test_index_series_movie_from_images(tmp_path):
     expected = np.stack([grey[0], luminance, grey[1]])[order]
     np.testing.assert_allclose(read.videos[0], expected, rtol=1e-6)
     assert read.frame_rate == RATE
+
+
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lengths=st.lists(st.integers(1, 6), min_size=1, max_size=3).filter(lambda n: max(n) > 1),
+       sample_rate=st.floats(5.0, 200.0), seed=st.integers(0, 2**16))
+def test_behavior_is_the_last_sample_at_or_before_each_frame(tmp_path, lengths, sample_rate,
+                                                             seed):
+    rng = np.random.default_rng(seed)
+    starts = 0.5 + np.concatenate([[0], np.cumsum(np.array(lengths) / RATE + 1.0)[:-1]])
+    ts = np.concatenate([s + np.arange(n) / RATE for s, n in zip(starts, lengths, strict=True)])
+    nwb = new_nwb()
+    nwb.add_stimulus(ImageSeries(name="movie", data=np.zeros((len(ts), 2, 2), np.float32),
+                                 unit="a.u.", timestamps=ts))
+    for s, n in zip(starts, lengths, strict=True):
+        nwb.add_trial(start_time=s, stop_time=s + n / RATE)
+    nwb.add_unit(spike_times=[starts[0]])
+    # Irregular samples from 0 s to past the last frame, values = their index.
+    n_samples = int((ts[-1] + 0.2) * sample_rate) + 2
+    sample_t = np.sort(rng.uniform(0, ts[-1] + 0.2, n_samples))
+    sample_t[0] = 0.0
+    module = nwb.create_processing_module("behavior", "behaviour")
+    module.add(BehavioralTimeSeries(name="BehavioralTimeSeries", time_series=[TimeSeries(
+        name="running", data=np.arange(n_samples, dtype=np.float64), unit="cm/s",
+        timestamps=sample_t)]))
+    path = tmp_path / f"prop{seed}.nwb"
+    write(nwb, path)
+    read = read_nwb_session(path, behavior=("running",))
+    got = np.concatenate([b[:, 0] for b in read.behavior])
+    # Reference by brute force: the largest sample index whose time is <= the frame's.
+    expected = np.array([np.flatnonzero(sample_t <= t).max() for t in ts])
+    np.testing.assert_array_equal(got, expected)

@@ -45,7 +45,7 @@ _NWB_FIX = "give an NWB 2 file (HDF5) written by pynwb or another NWB tool"
 _TRIAL_GAP_S = 1.0
 # A frame's time may sit this fraction of a frame interval before a sample and still
 # take it (timestamps computed from starting_time + k / rate are not exact).
-_TIME_TOLERANCE = 1e-3
+_TIME_TOLERANCE = 1e-6
 
 
 # --------------------------------------------------------------------------- writing
@@ -420,7 +420,7 @@ def _read(path: Path, nwb: Any, *, frame_rate: float | None, name: str | None,
     series = _find_movie(path, nwb, movie)
     frames_source, n_frames = _movie_frames(path, series)
     timestamps = _series_timestamps(path, series, n_frames)
-    dt = _frame_interval(path, series, timestamps, frame_rate)
+    dt = _frame_interval(path, nwb, series, timestamps, frame_rate)
     trials = _trials(path, nwb, timestamps, dt)
     bounds, stops = trials["frames"], trials["stops"]
 
@@ -608,19 +608,28 @@ def _series_timestamps(path: Path, series: Any, n: int) -> np.ndarray:
     return ts
 
 
-def _frame_interval(path: Path, series: Any, ts: np.ndarray,
+def _frame_interval(path: Path, nwb: Any, series: Any, ts: np.ndarray,
                     frame_rate: float | None) -> float:
+    """Seconds per frame: the movie's rate, else its median step within trials."""
     where = f"{path} (ImageSeries {series.name!r})"
+    diffs = np.diff(ts)
+    table = nwb.trials
+    if table is not None and len(table) > 0:
+        # Only steps between frames of one trial: the gaps between trials are no frame.
+        inside = np.zeros(len(ts), dtype=bool)
+        for start, stop in zip(table["start_time"][:], table["stop_time"][:], strict=True):
+            inside[np.searchsorted(ts, start):np.searchsorted(ts, stop)] = True
+        diffs = diffs[inside[:-1] & inside[1:]]
     if series.timestamps is None and series.rate:
         measured = 1.0 / float(series.rate)
-    elif len(ts) > 1:
-        measured = float(np.median(np.diff(ts)))
+    elif diffs.size:
+        measured = float(np.median(diffs))
     else:
         measured = None
     if frame_rate is None:
         if measured is None:
-            raise InputError(where, "a single frame and no rate: the frame rate is unknown",
-                             "pass frame_rate=")
+            raise InputError(where, "no trial holds two frames and the movie has no rate: "
+                             "the frame rate is unknown", "pass frame_rate=")
         return measured
     if not np.isfinite(frame_rate) or frame_rate <= 0:
         raise InputError(where, f"frame_rate {frame_rate!r} is not positive",
