@@ -140,6 +140,11 @@ def test_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(InputError, match="neuron_positions of shape"):
         write_nwb_session(session, tmp_path / "s.nwb")
     assert list(tmp_path.iterdir()) == []
+    session = make_session(n_trials=2)
+    session.behavior_names = ["pupil", "pupil"]
+    with pytest.raises(InputError, match="behaviour names"):
+        write_nwb_session(session, tmp_path / "s.nwb")
+    assert list(tmp_path.iterdir()) == []
     # The file is written, then its rename onto the target (a folder here) fails.
     session = make_session(n_trials=2)
     (tmp_path / "s.nwb").mkdir()
@@ -390,7 +395,7 @@ def test_behavior_is_the_last_sample_at_or_before_each_frame(tmp_path, lengths, 
     # Irregular samples from 0 s to past the last frame, values = their index.
     n_samples = int((ts[-1] + 0.2) * sample_rate) + 2
     sample_t = np.sort(rng.uniform(0, ts[-1] + 0.2, n_samples))
-    sample_t[0] = 0.0
+    sample_t[0], sample_t[-1] = 0.0, ts[-1] + 0.2
     module = nwb.create_processing_module("behavior", "behaviour")
     module.add(BehavioralTimeSeries(name="BehavioralTimeSeries", time_series=[TimeSeries(
         name="running", data=np.arange(n_samples, dtype=np.float64), unit="cm/s",

@@ -92,6 +92,8 @@ def write_nwb_session(
     spike_times
         ``kind="spikes"`` only: ``spike_times[i][j]``, neuron ``j``'s spike times in trial
         ``i``, seconds from the trial's first frame, each in ``[0, n_frames / frame_rate)``.
+        The file holds these times (reading it back bins them, whatever
+        ``session.responses`` holds).
     seed
         Seed for spike times drawn from counts.
     session_start_time
@@ -197,6 +199,10 @@ def _add_behavior(nwb: Any, session: NeuronSession, timestamps: np.ndarray) -> N
     from pynwb.behavior import BehavioralTimeSeries, EyeTracking, PupilTracking, SpatialSeries
 
     names = _behavior_names(session)
+    where = session.source or f"session {session.name!r}"
+    if len(set(names)) != len(names) or any("/" in n or not n for n in names):
+        raise InputError(where, f"behaviour names {names} are not unique, non-empty names "
+                         "without '/'", "give each behaviour column its own name")
     if not names and session.pupil_center is None:
         return
     module = nwb.create_processing_module("behavior", "behaviour recorded with the movie")
@@ -424,7 +430,6 @@ def _read(path: Path, nwb: Any, *, frame_rate: float | None, name: str | None,
     trials = _trials(path, nwb, timestamps, dt)
     bounds, stops = trials["frames"], trials["stops"]
 
-    videos = [frames_source(a, b) for a, b in bounds]
     kind, source = _pick_responses(path, nwb, responses)
     if kind == "units":
         neuron_ids, positions, per_trial = _read_units(path, nwb, source, timestamps,
@@ -444,6 +449,7 @@ def _read(path: Path, nwb: Any, *, frame_rate: float | None, name: str | None,
     ]
     eye = _find_eye(path, nwb, pupil_center)
     centers = None if eye is None else _sample(path, eye, timestamps, bounds, dt, columns=2)
+    videos = [frames_source(a, b) for a, b in bounds]  # last: the largest read
 
     session = NeuronSession(
         name=name or (str(nwb.session_id) if nwb.session_id else path.stem),
