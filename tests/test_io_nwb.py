@@ -269,6 +269,10 @@ def test_text_file_named_nwb_is_refused(tmp_path):
         f["responses"] = np.zeros((10, 3))
     with pytest.raises(InputError, match=r"plain\.nwb: not an NWB file or unreadable"):
         read_nwb_session(tmp_path / "plain.nwb")
+    whole = write_nwb_session(make_session(n_trials=2), tmp_path / "whole.nwb").read_bytes()
+    (tmp_path / "cut.nwb").write_bytes(whole[: len(whole) * 2 // 3])  # a broken download
+    with pytest.raises(InputError, match=r"cut\.nwb: not an NWB file or unreadable"):
+        read_nwb_session(tmp_path / "cut.nwb")
 
 
 def test_nwb_without_responses_or_movie_is_refused(tmp_path):
@@ -407,3 +411,29 @@ def test_behavior_is_the_last_sample_at_or_before_each_frame(tmp_path, lengths, 
     # Reference by brute force: the largest sample index whose time is <= the frame's.
     expected = np.array([np.flatnonzero(sample_t <= t).max() for t in ts])
     np.testing.assert_array_equal(got, expected)
+
+
+def test_trials_from_another_intervals_table(tmp_path):
+    from pynwb.epoch import TimeIntervals
+
+    movie = ImageSeries(name="movie", data=np.arange(30, dtype=np.float32)[:, None, None]
+                        * np.ones((1, 2, 2), np.float32), unit="a.u.", rate=RATE)
+    # The trials table times other stimuli; the movie's presentations are their own table.
+    nwb = _movie_file(tmp_path, movie, trials=[(0.0, 0.1), (0.5, 0.9)])
+    shows = TimeIntervals(name="movie_presentations", description="movie clips")
+    shows.add_column("tier", "split tier")
+    shows.add_column("clip_id", "clip")
+    for start, tier, clip in [(0.0, "train", "a"), (10 / RATE, "test", "b"),
+                              (20 / RATE, "test", "b")]:
+        shows.add_interval(start_time=start, stop_time=start + 10 / RATE, tier=tier,
+                           clip_id=clip)
+    nwb.add_time_intervals(shows)
+    write(nwb, tmp_path / "shows.nwb")
+    read = read_nwb_session(tmp_path / "shows.nwb", behavior=(), trials="movie_presentations")
+    np.testing.assert_array_equal(read.tiers, ["train", "test", "test"])
+    np.testing.assert_array_equal(read.clip_ids, ["a", "b", "b"])
+    np.testing.assert_array_equal(read.videos[2][:, 0, 0], np.arange(20, 30))
+    assert [len(r) for r in read.responses] == [10, 10, 10]
+    with pytest.raises(InputError, match=r"no time intervals table 'gratings' \(found: "
+                                         r"movie_presentations, trials\)"):
+        read_nwb_session(tmp_path / "shows.nwb", behavior=(), trials="gratings")

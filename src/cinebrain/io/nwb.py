@@ -330,6 +330,7 @@ def read_nwb_session(
     pupil_center: bool | str = True,
     responses: str = "auto",
     movie: str | None = None,
+    trials: str = "trials",
 ) -> NeuronSession:
     """Read one NWB file as a :class:`~cinebrain.io.neurons.NeuronSession`.
 
@@ -369,6 +370,10 @@ def read_nwb_session(
     movie
         The name of the movie's series (``ImageSeries``, ``OpticalSeries`` or
         ``IndexSeries``), when the file has several.
+    trials
+        The time intervals table that cuts the trials: ``"trials"`` (the file's trials
+        table), or the name of another table in ``intervals`` (for example a table of
+        movie presentations), with the same columns.
 
     Raises
     ------
@@ -392,7 +397,8 @@ def read_nwb_session(
                              _NWB_FIX) from None
         try:
             return _read(path, nwb, frame_rate=frame_rate, name=name, behavior=behavior,
-                         pupil_center=pupil_center, responses=responses, movie=movie)
+                         pupil_center=pupil_center, responses=responses, movie=movie,
+                         trials=trials)
         except OSError as e:  # a damaged dataset inside a readable file
             raise InputError(path, f"unreadable NWB content ({_reason(e)})",
                              "re-export or re-download the file") from None
@@ -420,15 +426,16 @@ def _reason(e: BaseException) -> str:
 
 def _read(path: Path, nwb: Any, *, frame_rate: float | None, name: str | None,
           behavior: Sequence[str], pupil_center: bool | str, responses: str,
-          movie: str | None) -> NeuronSession:
+          movie: str | None, trials: str) -> NeuronSession:
     if isinstance(behavior, str):
         behavior = (behavior,)
     series = _find_movie(path, nwb, movie)
     frames_source, n_frames = _movie_frames(path, series)
     timestamps = _series_timestamps(path, series, n_frames)
-    dt = _frame_interval(path, nwb, series, timestamps, frame_rate)
-    trials = _trials(path, nwb, timestamps, dt)
-    bounds, stops = trials["frames"], trials["stops"]
+    table = _trial_table(path, nwb, trials)
+    dt = _frame_interval(path, table, series, timestamps, frame_rate)
+    cut = _trials(path, table, timestamps, dt)
+    bounds, stops = cut["frames"], cut["stops"]
 
     kind, source = _pick_responses(path, nwb, responses)
     if kind == "units":
@@ -457,8 +464,8 @@ def _read(path: Path, nwb: Any, *, frame_rate: float | None, name: str | None,
         responses=per_trial,
         behavior=behavior_arrays,
         pupil_center=centers,
-        tiers=trials["tiers"],
-        clip_ids=trials["clip_ids"],
+        tiers=cut["tiers"],
+        clip_ids=cut["clip_ids"],
         frame_rate=float(frame_rate) if frame_rate is not None else 1.0 / dt,
         neuron_ids=neuron_ids,
         behavior_names=names,
@@ -614,12 +621,11 @@ def _series_timestamps(path: Path, series: Any, n: int) -> np.ndarray:
     return ts
 
 
-def _frame_interval(path: Path, nwb: Any, series: Any, ts: np.ndarray,
+def _frame_interval(path: Path, table: Any, series: Any, ts: np.ndarray,
                     frame_rate: float | None) -> float:
     """Seconds per frame: the movie's rate, else its median step within trials."""
     where = f"{path} (ImageSeries {series.name!r})"
     diffs = np.diff(ts)
-    table = nwb.trials
     if table is not None and len(table) > 0:
         # Only steps between frames of one trial: the gaps between trials are no frame.
         inside = np.zeros(len(ts), dtype=bool)
@@ -655,9 +661,20 @@ def _column(table: Any, name: str) -> list[str] | None:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in table[name][:]]
 
 
-def _trials(path: Path, nwb: Any, ts: np.ndarray, dt: float) -> dict[str, Any]:
+def _trial_table(path: Path, nwb: Any, trials: str) -> Any:
+    """The ``TimeIntervals`` table that cuts the trials, or ``None`` without one."""
+    if trials == "trials":
+        return nwb.trials
+    tables = dict(nwb.intervals) if nwb.intervals is not None else {}
+    if trials not in tables:
+        raise InputError(path, f"no time intervals table {trials!r} (found: "
+                         f"{', '.join(sorted(tables)) or 'none'})",
+                         "pass trials= one of those names")
+    return tables[trials]
+
+
+def _trials(path: Path, table: Any, ts: np.ndarray, dt: float) -> dict[str, Any]:
     tol = _TIME_TOLERANCE * dt
-    table = nwb.trials
     if table is not None and len(table) > 0:
         starts = np.asarray(table["start_time"][:], dtype=np.float64)
         stops = np.asarray(table["stop_time"][:], dtype=np.float64)
