@@ -499,6 +499,19 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_simulate_neurons(args: argparse.Namespace) -> int:
+    from cinebrain.data.simulate.neurons import write_neuron_study
+
+    neurons = args.neurons[0] if len(args.neurons) == 1 else tuple(args.neurons)
+    path = write_neuron_study(
+        args.out, nwb=args.nwb, seed=args.seed, n_sessions=args.sessions, neurons=neurons,
+        n_train=args.train_clips, n_validation=args.validation_clips, n_test=args.test_clips,
+        n_repeats=args.repeats, response=args.response, eye_gain=args.eye_gain,
+    )
+    print(path)
+    return 0
+
+
 def _cmd_study_from_bids(args: argparse.Namespace) -> int:
     import shlex
 
@@ -570,6 +583,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("simulate-neurons", help="write a simulated mouse V1 study (Sensorium "
+                       "2023 folders) with known receptive fields and behaviour gains")
+    p.add_argument("out", help="output folder (must be new or empty)")
+    p.add_argument("--sessions", type=int, default=2, help="sessions (mice), default 2")
+    p.add_argument("--neurons", type=int, nargs="+", default=[60, 80], metavar="N",
+                   help="neurons per session: one count, or one per session (default 60 80)")
+    p.add_argument("--train-clips", type=int, default=24, help="training clips (default 24)")
+    p.add_argument("--validation-clips", type=int, default=4, help="validation clips (default 4)")
+    p.add_argument("--test-clips", type=int, default=3, help="test clips (default 3)")
+    p.add_argument("--repeats", type=int, default=10, help="presentations of each test clip (default 10)")
+    p.add_argument("--response", choices=["spikes", "calcium"], default="spikes",
+                   help="Poisson spike counts, or calcium-like traces (default spikes)")
+    p.add_argument("--eye-gain", type=float, default=0.3,
+                   help="pixels a receptive field moves per camera pixel of eye movement")
+    p.add_argument("--nwb", action="store_true", help="also write <out>/<session>.nwb")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.set_defaults(func=_cmd_simulate_neurons)
 
     p = sub.add_parser("study", help="write a study file from a dataset (study from-bids DIR)")
     study_sub = p.add_subparsers(dest="study_command", required=True, metavar="SOURCE")

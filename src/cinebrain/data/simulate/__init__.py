@@ -47,10 +47,15 @@ renamed, so an interrupted simulation never leaves a folder that looks complete)
 Modules, lowest first: :mod:`~cinebrain.data.simulate.stimulus` (the movie, soundtrack,
 annotations and transcript), :mod:`~cinebrain.data.simulate.truth` (the region and modality
 codes and the ``ground_truth/`` folder) and :mod:`~cinebrain.data.simulate.fmri` (the brain
-responses and :func:`simulate_study`).
+responses and :func:`simulate_study`). :mod:`~cinebrain.data.simulate.neurons` simulates
+mouse V1 neurons watching natural-like movies (:func:`simulate_neuron_study`,
+:func:`write_neuron_study`: Sensorium 2023 folders with known receptive fields and
+behaviour gains).
 """
 
 from cinebrain.data.simulate.fmri import simulate_study
+from cinebrain.data.simulate.neurons import simulate_neuron_study, write_neuron_study
 from cinebrain.data.simulate.truth import MODALITIES, REGIONS, truth_modality_file
 
-__all__ = ["simulate_study", "truth_modality_file", "MODALITIES", "REGIONS"]
+__all__ = ["simulate_study", "truth_modality_file", "MODALITIES", "REGIONS",
+           "simulate_neuron_study", "write_neuron_study"]
