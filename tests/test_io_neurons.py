@@ -319,3 +319,15 @@ def test_array_file_suffix_and_existence(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="not a readable"):
         read_neuron_arrays(tmp_path / "bad.npz")
+
+
+def test_only_test_tiers_may_withhold_responses(tmp_path):
+    f = _folder(tmp_path)
+    np.save(f / "data/responses/0.npy", np.full((7, 12), np.nan, np.float32))
+    _expect(f, "responses of a train trial are all NaN")
+    f = write_sensorium(make_session(), tmp_path / "b")
+    (f / "data/responses/4.npy").unlink()  # an oracle (validation) trial
+    _expect(f, "lacks trial file")
+    f = write_sensorium(make_session(), tmp_path / "c")
+    (f / "data/responses/2.npy").unlink()  # a test trial: withheld, skipped
+    assert list(read_sensorium(f).tiers) == ["train", "train", "test", "validation"]

@@ -313,8 +313,9 @@ def read_sensorium(
     frame_rate
         Frames per second (default: ``meta/cinebrain.json``'s, else 30, Sensorium's rate).
     unlabeled
-        ``"skip"`` (default) drops trials whose responses are withheld (the file is absent
-        or all NaN, as for the public test tiers); ``"error"`` raises on them.
+        ``"skip"`` (default) drops test-tier trials whose responses are withheld (the file
+        is absent or all NaN, as in the public release); ``"error"`` raises on them. Train
+        and oracle trials must have responses.
     allow_pickle
         Let ``np.load`` unpickle object arrays (ids saved as Python objects). Only for
         folders you trust: unpickling runs code.
@@ -402,8 +403,10 @@ def read_sensorium(
             raise InputError(data / k, f"holds trial file(s) {shown} that meta/trials/tiers.npy "
                              f"({n} trials) does not list",
                              "give tiers.npy one entry per trial, or remove the extra files")
-        missing = [int(i) for i in listed if i not in files[k]]
-        if missing and k != "responses":
+        # only the test tiers' responses may be withheld (absent), as in the public release
+        missing = [int(i) for i in listed if i not in files[k]
+                   and (k != "responses" or SENSORIUM_TIERS[raw_tiers[i]] != "test")]
+        if missing:
             shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
             raise InputError(data / k, f"lacks trial file(s) {shown} listed in tiers.npy",
                              "give every listed trial's arrays, or mark the trial 'none'")
@@ -454,6 +457,9 @@ def read_sensorium(
             raise InputError(where, f"arrays of different frame counts ({shown})",
                              "give every array of a trial on the same frames")
         if r is None or np.isnan(r).all():
+            if SENSORIUM_TIERS[raw_tiers[i]] != "test":
+                raise InputError(paths["responses"], f"responses of a {raw_tiers[i]} trial are "
+                                 "all NaN", "give the recorded responses, or mark the trial 'none'")
             if unlabeled == "error":
                 raise InputError(paths["responses"], "responses are withheld (missing or all NaN)",
                                  "pass unlabeled='skip' to drop unlabelled trials")
