@@ -247,6 +247,9 @@ def test_cli_simulate_neurons_and_refusing_a_non_empty_folder(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cinebrain: error:") and "not empty" in err and "\n" not in err
+    assert main([*argv[:-1], "5", "--overwrite"]) == 0
+    capsys.readouterr()
+    assert [p.name for p in tmp_path.iterdir()] == ["neurons"]  # nothing left beside it
 
 
 def test_nwb_files_hold_the_same_session(tmp_path):

@@ -504,7 +504,7 @@ def _cmd_simulate_neurons(args: argparse.Namespace) -> int:
 
     neurons = args.neurons[0] if len(args.neurons) == 1 else tuple(args.neurons)
     path = write_neuron_study(
-        args.out, nwb=args.nwb, seed=args.seed, n_sessions=args.sessions, neurons=neurons,
+        args.out, overwrite=args.overwrite, nwb=args.nwb, seed=args.seed, n_sessions=args.sessions, neurons=neurons,
         n_train=args.train_clips, n_validation=args.validation_clips, n_test=args.test_clips,
         n_repeats=args.repeats, response=args.response, eye_gain=args.eye_gain,
     )
@@ -599,6 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eye-gain", type=float, default=0.3,
                    help="pixels a receptive field moves per camera pixel of eye movement")
     p.add_argument("--nwb", action="store_true", help="also write <out>/<session>.nwb")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty OUT (only once the new study is complete)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(func=_cmd_simulate_neurons)
 

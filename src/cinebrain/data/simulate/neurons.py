@@ -549,7 +549,7 @@ def write_neuron_study(out_dir: str | os.PathLike, *, overwrite: bool = False, n
         raise InputError(out_dir, "exists and is not a folder", "choose a new folder")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise InputError(out_dir, "already exists and is not empty",
-                         "choose a new folder or pass overwrite=True")
+                         "choose a new folder, or replace it (--overwrite, overwrite=True)")
     if nwb:
         from cinebrain.io.nwb import write_nwb_session
     sessions, truth = simulate_neuron_study(**kwargs)
