@@ -407,6 +407,7 @@ def test_behavior_is_the_last_sample_at_or_before_each_frame(tmp_path, lengths, 
     path = tmp_path / f"prop{seed}.nwb"
     write(nwb, path)
     read = read_nwb_session(path, behavior=("running",))
+    assert read.frame_rate == pytest.approx(RATE)
     got = np.concatenate([b[:, 0] for b in read.behavior])
     # Reference by brute force: the largest sample index whose time is <= the frame's.
     expected = np.array([np.flatnonzero(sample_t <= t).max() for t in ts])
@@ -437,3 +438,20 @@ def test_trials_from_another_intervals_table(tmp_path):
     with pytest.raises(InputError, match=r"no time intervals table 'gratings' \(found: "
                                          r"movie_presentations, trials\)"):
         read_nwb_session(tmp_path / "shows.nwb", behavior=(), trials="gratings")
+
+
+def test_frame_rate_from_steps_inside_trials(tmp_path):
+    # Short trials far apart: most steps between timestamps are gaps, not frames.
+    # Steps from one trial to the next are no frame interval either.
+    starts, lengths = [0.0, 5.0, 10.0], [1, 1, 2]
+    ts = np.concatenate([s + np.arange(n) / RATE for s, n in zip(starts, lengths, strict=True)])
+    nwb = new_nwb()
+    nwb.add_stimulus(ImageSeries(name="movie", data=np.zeros((len(ts), 2, 2), np.float32),
+                                 unit="a.u.", timestamps=ts))
+    for s, n in zip(starts, lengths, strict=True):
+        nwb.add_trial(start_time=s, stop_time=s + n / RATE)
+    nwb.add_unit(spike_times=[10.04])
+    write(nwb, tmp_path / "short.nwb")
+    read = read_nwb_session(tmp_path / "short.nwb", behavior=())
+    assert read.frame_rate == pytest.approx(RATE)
+    np.testing.assert_array_equal(read.responses[2][:, 0], [0, 1])

@@ -628,10 +628,11 @@ def _frame_interval(path: Path, table: Any, series: Any, ts: np.ndarray,
     diffs = np.diff(ts)
     if table is not None and len(table) > 0:
         # Only steps between frames of one trial: the gaps between trials are no frame.
-        inside = np.zeros(len(ts), dtype=bool)
-        for start, stop in zip(table["start_time"][:], table["stop_time"][:], strict=True):
-            inside[np.searchsorted(ts, start):np.searchsorted(ts, stop)] = True
-        diffs = diffs[inside[:-1] & inside[1:]]
+        trial = np.full(len(ts), -1)
+        for i, (start, stop) in enumerate(zip(table["start_time"][:], table["stop_time"][:],
+                                              strict=True)):
+            trial[np.searchsorted(ts, start):np.searchsorted(ts, stop)] = i
+        diffs = diffs[(trial[:-1] == trial[1:]) & (trial[1:] >= 0)]
     if series.timestamps is None and series.rate:
         measured = 1.0 / float(series.rate)
     elif diffs.size:
