@@ -207,7 +207,7 @@ def test_movie_has_a_one_over_f_spectrum_and_scene_cuts():
     assert d[np.asarray(cuts[1:]) - 1].min() > np.median(d[inside])  # cuts change the scene
 
 
-def test_calcium_responses():
+def test_calcium_responses(tmp_path):
     kw = dict(SMALL, n_sessions=1, neurons=20, train_frames=(200, 200))
     sessions, truth = simulate_neuron_study(seed=5, response="calcium", **kw)
     s, t = sessions[0], truth["sessions"]["mouse-01"]
@@ -221,6 +221,9 @@ def test_calcium_responses():
     r = [np.corrcoef(innovation[:, j], t["spikes"][i][1:, j])[0, 1] for j in range(20)
          if t["spikes"][i][:, j].std() > 0]
     assert np.median(r) > 0.5
+    out = write_neuron_study(tmp_path / "calcium", seed=5, response="calcium", **kw)
+    with np.load(out / "truth.npz") as z:
+        np.testing.assert_array_equal(z["mouse-01__spikes_0"], t["spikes"][0])
     lag1 = lambda x: np.mean([np.corrcoef(x[1:, j], x[:-1, j])[0, 1] for j in range(20)])  # noqa: E731
     assert lag1(c) > lag1(spikes) + 0.3
 

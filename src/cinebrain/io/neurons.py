@@ -21,7 +21,8 @@ session (mouse), as published on G-Node GIN (``dynamic29156-11-10-Video-...``)::
     data/pupil_center/<trial>.npy  (2, T): eye position x, y
     meta/trials/tiers.npy          (n_trials,) strings: train, oracle, live_test_main,
                                    live_test_bonus, final_test_main, final_test_bonus, none
-    meta/trials/video_ids.npy      (n_trials,) clip id per trial (optional; repeats share it)
+    meta/trials/video_ids.npy      (n_trials,) clip id per trial, repeats share it (optional:
+                                   without it, trials with identical frames share a clip id)
     meta/neurons/unit_ids.npy      (n_neurons,)
     meta/neurons/cell_motor_coordinates.npy   (n_neurons, 3), optional
 

@@ -526,7 +526,7 @@ def _truth_arrays(truth: dict) -> dict[str, np.ndarray]:
     for name, t in truth["sessions"].items():
         for key, value in t["params"].as_arrays().items():
             out[f"{name}__{key}"] = value.astype(str) if value.dtype.kind in "OU" else value
-        for key in ("rate", "gain"):
+        for key in ("rate", "gain") + (("spikes",) if truth["response"] == "calcium" else ()):
             for i, a in enumerate(t[key]):
                 out[f"{name}__{key}_{i}"] = a
     return out
@@ -539,6 +539,7 @@ def write_neuron_study(out_dir: str | os.PathLike, *, overwrite: bool = False, n
         <out>/mouse-01/  data/ meta/   (Sensorium 2023 layout)
         <out>/mouse-01.nwb             (with ``nwb=True``, through cinebrain.io.nwb)
         <out>/truth.npz                <session>__<param>, <session>__rate_<trial>, ..._gain_<trial>
+                                       (and ..._spikes_<trial> under the calcium traces)
         <out>/truth.json               formulas, clips, per-neuron parameters
 
     Built in a hidden sibling folder and renamed when complete. An existing non-empty
