@@ -6,6 +6,7 @@ import datetime
 import uuid
 
 import numpy as np
+import pynwb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -76,6 +77,7 @@ def test_round_trip(tmp_path, kind):
     session = make_session()
     path = write_nwb_session(session, tmp_path / "s.nwb", kind=kind)
     assert [p.name for p in tmp_path.iterdir()] == ["s.nwb"]  # no temporary file left
+    assert pynwb.validate(path=str(path)) == []  # the NWB schema's own validator
     read = read_nwb_session(path)
     assert read.source == str(path)
     assert_same(read, session)

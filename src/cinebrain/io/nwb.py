@@ -26,6 +26,7 @@ before its own time, never a later one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import uuid
@@ -783,18 +784,24 @@ def _recording_end(nwb: Any) -> float:
     end = 0.0
     for obj in nwb.objects.values():
         if isinstance(obj, TimeSeries):
-            if obj.timestamps is not None:
-                ts = obj.timestamps
-                ts = ts.timestamps if hasattr(ts, "timestamps") else ts
-                if len(ts):
-                    end = max(end, float(ts[-1]))
-            elif obj.rate:
-                n = obj.num_samples if obj.data is None or len(obj.data) == 0 else len(obj.data)
-                end = max(end, float(obj.starting_time or 0.0) + (n or 0) / float(obj.rate))
-    for table in (nwb.trials, nwb.epochs):
-        if table is not None and len(table):
+            with contextlib.suppress(TypeError, ValueError, OSError):
+                end = max(end, _series_end(obj))
+    for table in (nwb.intervals or {}).values():  # trials, epochs and any other table
+        if len(table):
             end = max(end, float(np.max(table["stop_time"][:])))
     return end
+
+
+def _series_end(obj: Any) -> float:
+    """The last time (s) a TimeSeries covers, 0 when it cannot tell."""
+    if obj.timestamps is not None:
+        ts = obj.timestamps
+        ts = ts.timestamps if hasattr(ts, "timestamps") else ts  # timestamps linked
+        return float(ts[-1]) if len(ts) else 0.0
+    if obj.rate:
+        n = obj.num_samples if obj.data is None or len(obj.data) == 0 else len(obj.data)
+        return float(obj.starting_time or 0.0) + (n or 0) / float(obj.rate)
+    return 0.0
 
 
 def _read_units(path: Path, nwb: Any, units: Any, ts: np.ndarray, bounds: list,
