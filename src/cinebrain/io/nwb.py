@@ -10,15 +10,16 @@ as long as the file holds what cinebrain needs:
   timed by ``timestamps`` or ``starting_time`` and ``rate``; or an ``IndexSeries`` in
   ``stimulus`` whose indices pick frames from ``Images`` (in ``order_of_images``) or from
   an ``ImageSeries`` template;
-- trials: the ``trials`` table (``start_time``, ``stop_time``, optional ``tier`` and
-  ``clip_id`` columns), or, without one, gaps in the movie's timestamps;
+- trials: the ``trials`` table or another intervals table (``start_time``,
+  ``stop_time``, optional ``tier`` and ``clip_id`` columns), or, without one, gaps in the
+  movie's timestamps;
 - responses: ``units`` with ``spike_times`` (seconds on the file's clock), binned to the
   movie's frames, or a ``RoiResponseSeries`` over a ``PlaneSegmentation``, sampled at
   each frame's time;
-- behaviour (optional): ``TimeSeries`` found by name (running speed in a
-  ``BehavioralTimeSeries``, pupil size in ``PupilTracking``, conventionally in a
-  ``behavior`` processing module) and the eye position as a ``SpatialSeries`` in an
-  ``EyeTracking`` container.
+- behaviour: ``TimeSeries`` found by name (by default one matching ``running``, in a
+  ``BehavioralTimeSeries``, and one matching ``pupil``, in ``PupilTracking``;
+  conventionally in a ``behavior`` processing module; ``behavior=()`` reads none) and,
+  when present, the eye position as a ``SpatialSeries`` in an ``EyeTracking`` container.
 
 Every time series is aligned to the frames causally: a frame takes the last sample at or
 before its own time, never a later one.
