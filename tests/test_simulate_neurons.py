@@ -147,7 +147,9 @@ def test_ridge_on_pixels_recovers_simple_cell_receptive_fields(study):
     model = fit_frame_ridge([s.videos[i] for i in train], [s.responses[i] for i in train],
                             delays=delays, factor=factor, alphas=np.logspace(1, 6, 6), n_folds=3)
     h, w = 36 // factor, 64 // factor
-    weights = np.asarray(model.model.coef_).T.reshape(s.n_neurons, len(delays), h, w)
+    coef = np.asarray(model.model.coef_)
+    assert coef.shape == (len(delays) * h * w, s.n_neurons)  # features (delay-major) x neurons
+    weights = coef.T.reshape(s.n_neurons, len(delays), h, w)
     energy = (weights**2).sum(axis=1)
     # block centres in the simulator's coordinates: x = (col + .5) / W * 2 - 1
     xs, ys = np.meshgrid((np.arange(w) + 0.5) / w * 2 - 1, (np.arange(h) + 0.5) / h * 2 - 1)
