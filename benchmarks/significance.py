@@ -15,10 +15,13 @@ leave-one-run-out, penalty per target by inner CV). Three tests of the same pred
 - ``separate``: each run tested on its own, p-values combined by the Cauchy combination;
 - ``pooled``: pooled r against the within-run phase null, not doubled (invalid here).
 
-- ``refit`` (``evaluate.runs: refit``): the refit null of
+- ``refit`` (``evaluate.runs: refit, reselect: false``): the refit null of
   :func:`cinebrain.evaluate.refit.refit_null_test`, phase-randomised responses passed
   through every fold's fit with the penalties it chose, pooled r scored as the data are
-  (normal fit, ``--refit-surrogates`` surrogates).
+  (normal fit, ``--refit-surrogates`` surrogates);
+- ``refit_reselect`` (``evaluate.runs: refit``, the default ``reselect: true``): the
+  same, each surrogate's penalties re-chosen by the fit's inner CV (sequential Monte Carlo
+  p, ``--refit-surrogates`` surrogates and up to ten times as many).
 
 And, for fixed-penalty ridge, the same refit null by explicit refits (``refit_fixed``, a
 check of the library's operators; calibrated exactly there).
@@ -46,7 +49,7 @@ from cinebrain.evaluate import (
     per_run_test,
     phase_randomization_test,
 )
-from cinebrain.evaluate.refit import folds_from_result, refit_null_test
+from cinebrain.evaluate.refit import Selection, folds_from_result, refit_null_test
 from cinebrain.linear import fit_encoding_model, solve_ridge
 from cinebrain.linear.encoding import alpha_grid
 from cinebrain.metrics import pearson_r
@@ -61,21 +64,26 @@ def simulate(seed, n_runs, n_trs, n_features, n_targets, driven):
     return X, Y, run_index, mask
 
 
-TESTS = ("loro_pooled", "loro_double", "separate", "pooled", "refit")
+TESTS = ("loro_pooled", "loro_double", "separate", "pooled", "refit", "refit_reselect")
+ALPHAS = alpha_grid(1e-1, 1e5, 7)
 
 
 def loro_predict(X, Y, run_index):
     """Held-out responses and predictions, and the refit test's inputs (X, Y, folds)."""
     res = fit_encoding_model(X, Y, run_index, [X.shape[1]], scheme="leave_one_run_out",
-                             kind="ridge", alphas=alpha_grid(1e-1, 1e5, 7), cv_folds=3,
+                             kind="ridge", alphas=ALPHAS, cv_folds=3,
                              variance_partitioning=False, refit=False)
     return Y[res.test_rows], res.pred.astype(np.float64), (X, Y, folds_from_result(res, run_index))
 
 
 def p_values(Y, P, lengths, n_surrogates, refit=None, refit_surrogates=200):
     kw = dict(n_surrogates=n_surrogates)
-    out = {} if refit is None else {"refit": refit_null_test(
-        *refit[:2], refit[2], run_lengths=lengths, n_surrogates=refit_surrogates).p}
+    out = {} if refit is None else {
+        "refit": refit_null_test(*refit[:2], refit[2], run_lengths=lengths,
+                                 n_surrogates=refit_surrogates).p,
+        "refit_reselect": refit_null_test(*refit[:2], refit[2], run_lengths=lengths,
+                                          n_surrogates=refit_surrogates,
+                                          selection=Selection(ALPHAS, 3, 0)).p}
     return out | {
         "loro_pooled": leave_one_run_out_test(Y, P, lengths)[1],
         "loro_double": leave_one_run_out_test(Y, P, lengths, bound="double")[1],

@@ -4,7 +4,9 @@ through every fold's fit, scored as the data are.
 It equals explicit refits (scikit-learn's Ridge, fold by fold, surrogate by surrogate), its
 statistic is the pipeline's held-out r, it is calibrated on null data for 3 and 12 runs with
 penalties chosen by inner CV, it finds no fewer driven targets than the leave-one-run-out
-bound test, and ``evaluate.runs: refit`` runs end to end.
+bound test, and ``evaluate.runs: refit`` runs end to end. With the penalty choice re-run
+on every surrogate (``selection``) it replicates the fit's choice, is calibrated for 3 and
+12 runs, and finds more driven targets than with the penalties held.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from cinebrain.evaluate import (
 )
 from cinebrain.evaluate.refit import (
     RefitFold,
+    Selection,
     fold_operators,
     folds_from_result,
     refit_null_test,
@@ -156,6 +159,86 @@ def test_power_no_lower_than_the_leave_one_run_out_bound(n_runs, n_trs):
     loro = fdr_bh(leave_one_run_out_test(Yt, P, lengths)[1])[0]
     double = fdr_bh(leave_one_run_out_test(Yt, P, lengths, bound="double")[1])[0]
     assert found[driven].sum() >= max(loro[driven].sum(), double[driven].sum(), 1)
+    assert found[~driven].sum() <= 0.05 * max(found.sum(), 1) + 1
+
+
+# --------------------------------------------------------------------------- re-selection
+_SELECT = Selection(alpha_grid(1e-1, 1e5, 7), cv_folds=3, gap=0)
+
+
+def test_reselection_replicates_the_fits_choice():
+    """Run on the data themselves, the re-selection picks the penalties the fit picked: the
+    statistic is the fit's held-out r but for targets whose inner-CV losses tie to float32
+    rounding (a few of 300 here)."""
+    X, Y, run_index, lengths = _study(20, 12, 40, n_targets=300, driven=100)
+    res = _loro(X, Y, run_index)
+    out = refit_null_test(X, Y, folds_from_result(res, run_index), run_lengths=lengths,
+                          n_surrogates=2, selection=_SELECT)
+    diff = np.abs(out.r - pearson_r(Y[res.test_rows], res.pred))
+    assert np.mean(diff < 1e-4) >= 0.98, np.sort(diff)[-10:]
+
+
+def test_one_candidate_reselected_is_the_held_penalty():
+    """A grid of one alpha leaves nothing to choose: the re-selecting null draws the same
+    surrogates through the same fits as the held-penalty null (same count)."""
+    X, Y, run_index, lengths = _study(3, 3, 50, n_targets=30, driven=10)
+    folds = [RefitFold(np.flatnonzero(run_index != k), np.flatnonzero(run_index == k),
+                       np.full(30, 30.0)) for k in range(3)]
+    held = refit_null_test(X, Y, folds, run_lengths=lengths, n_surrogates=40, seed=2)
+    again = refit_null_test(X, Y, folds, run_lengths=lengths, n_surrogates=40, seed=2,
+                            selection=Selection([30.0], cv_folds=3), max_surrogates=40)
+    np.testing.assert_allclose(again.r, held.r, atol=1e-5)
+    np.testing.assert_array_equal(again.p_count, held.p_count)
+    np.testing.assert_allclose(again.null_mean, held.null_mean, atol=1e-5)
+
+
+def test_sequential_p_draws_more_only_where_the_null_rarely_reaches():
+    """Besag-Clifford: a target whose r the null reaches 10 times stops with p = 10 / L;
+    the others get up to max_surrogates, so the strongest reach p below 1 / (1 + n)."""
+    X, Y, run_index, lengths = _study(21, 12, 40, n_targets=60, driven=30)
+    res = _loro(X, Y, run_index)
+    folds = folds_from_result(res, run_index)
+    kw = dict(run_lengths=lengths, selection=_SELECT, seed=0)
+    short = refit_null_test(X, Y, folds, n_surrogates=50, max_surrogates=50, **kw)
+    long = refit_null_test(X, Y, folds, n_surrogates=50, max_surrogates=400, **kw)
+    # with no more surrogates than the first round: h / L where 10 were reached, else count
+    counted = short.p_count * 51 - 1 < 10
+    np.testing.assert_allclose(short.p[counted], short.p_count[counted])
+    assert np.all(short.p[~counted] >= 10 / 50 - 1e-12)
+    # targets that stopped in the first round keep their p; the rest got more surrogates
+    np.testing.assert_allclose(long.p[~counted], short.p[~counted])
+    assert long.p.min() < 1 / 51 and long.p.min() >= 1 / 401
+
+
+@pytest.mark.parametrize("n_runs, n_trs", [(3, 100), (12, 40)])
+def test_reselection_calibrated_on_null_data_for_3_and_12_runs(n_runs, n_trs):
+    """A driven study's responses phase-randomised (no relation to the stimulus left),
+    penalties by inner CV and re-chosen per surrogate: at most 5 % of p < .05 (plus two
+    binomial standard errors), and not by never rejecting."""
+    X, Y, run_index, lengths = _study(10 + n_runs, n_runs, n_trs, n_targets=300, driven=100)
+    Y = _zscore_runs(_phase_randomised(Y, lengths, 3), lengths)
+    res = _loro(X, Y, run_index)
+    p = refit_null_test(X, Y, folds_from_result(res, run_index), run_lengths=lengths,
+                        n_surrogates=100, selection=_SELECT).p
+    assert np.mean(p < 0.05) <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / p.size)
+    assert np.mean(p < 0.5) > 0.35 and np.mean(p < 0.2) > 0.1
+
+
+@pytest.mark.slow
+def test_reselection_finds_more_than_held_penalties_with_12_runs():
+    """12 short runs, a third of the targets driven: at FDR 5 % re-selecting finds more
+    driven targets than holding the chosen penalties and than loro_pooled, with no more
+    false discoveries than FDR allows."""
+    X, Y, run_index, lengths = _study(20, 12, 40, n_targets=300, driven=100)
+    res = _loro(X, Y, run_index)
+    folds = folds_from_result(res, run_index)
+    driven = np.arange(300) < 100
+    found = fdr_bh(refit_null_test(X, Y, folds, run_lengths=lengths, n_surrogates=100,
+                                   selection=_SELECT).p)[0]
+    held = fdr_bh(refit_null_test(X, Y, folds, run_lengths=lengths, n_surrogates=100).p)[0]
+    loro = fdr_bh(leave_one_run_out_test(Y[res.test_rows], res.pred.astype(np.float64),
+                                         lengths)[1])[0]
+    assert found[driven].sum() > max(held[driven].sum(), loro[driven].sum())
     assert found[~driven].sum() <= 0.05 * max(found.sum(), 1) + 1
 
 

@@ -113,6 +113,12 @@ class EvaluateConfig(Section):
         "prediction (0: no significance test)",
     )
     block_s: float = Field(12.0, gt=0, description="permutation block length (s) for null: block; longer than the noise autocorrelation, short enough for many distinct permutations")
+    reselect: bool = Field(
+        True, description="runs: refit: re-run the inner-CV penalty choice on every "
+        "surrogate before scoring it (the null of the whole procedure: valid, and about "
+        "twice as powerful with many runs) or hold each fold's chosen penalties (valid, "
+        "conservative, cheaper: no inner folds per surrogate)",
+    )
     fdr: float = Field(0.05, gt=0, lt=1, description="false discovery rate")
     variance_partitioning: bool = Field(
         True, description="refit on subsets of bands for unique/shared variance"
@@ -135,8 +141,10 @@ class EvaluateConfig(Section):
     @model_validator(mode="after")
     def _applied(self):
         off = "n_permutations is 0: no significance test"
-        for name in ("null", "runs", "block_s"):
+        for name in ("null", "runs", "block_s", "reselect"):
             unused_option(self, name, self.n_permutations == 0, off)
+        unused_option(self, "reselect", self.runs != "refit", f"runs is {self.runs}; "
+                      "reselect applies only to runs: refit")
         unused_option(self, "block_s", self.null != "block", f"null is {self.null}; the "
                       "block length is used only with null: block")
         if self.runs == "refit" and self.null != "phase" and self.n_permutations:

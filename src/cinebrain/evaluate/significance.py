@@ -156,10 +156,12 @@ def significance_test(Y: np.ndarray, P: np.ndarray, run_lengths: Sequence[int], 
 
 def describe_significance_test(null: str = "phase", n_permutations: int = 1000,
                                block_s: float = 12.0, fdr: float = 0.05,
-                               separate: bool = False, runs: str | None = None) -> str | None:
+                               separate: bool = False, runs: str | None = None,
+                               reselect: bool = True) -> str | None:
     """The significance test in words (None when ``n_permutations`` is 0: no test).
 
-    ``runs``: how runs were tested (:data:`RUN_TESTS`; default from ``separate``)."""
+    ``runs``: how runs were tested (:data:`RUN_TESTS`; default from ``separate``);
+    ``reselect``: whether the refit null re-chose the penalties per surrogate."""
     if not n_permutations:
         return None
     runs = runs or ("separate" if separate else "pooled")
@@ -167,8 +169,9 @@ def describe_significance_test(null: str = "phase", n_permutations: int = 1000,
         raise ValueError(f"runs must be one of {RUN_TESTS}, got {runs!r}")
     if runs == "refit":
         what = (f"phase-randomised responses ({n_permutations} surrogates, the same phases "
-                "for every target, within each run) passed through every fold's fit with "
-                "its chosen penalties")
+                "for every target, within each run) passed through every fold's fit "
+                + ("with the penalties re-chosen by the same inner cross-validation"
+                   if reselect else "with its chosen penalties"))
     elif null == "phase" and runs == "loro_pooled":
         what = "phase-randomised predictions (the null's exact mean and per-run variances)"
     elif null == "phase":
@@ -186,7 +189,10 @@ def describe_significance_test(null: str = "phase", n_permutations: int = 1000,
                        f"mean and its variance {widened}, as the pooled r varies more than "
                        "the null when each run is predicted from the others (valid for any "
                        "number of runs); ",
-        "refit": "r over all held-out TRs, each surrogate scored as the data are, p from a "
-                 "normal fit of the null's Fisher z (valid for any number of runs); ",
+        "refit": "r over all held-out TRs, each surrogate scored as the data are, p "
+                 + ("from the count of the null, with a generalised Pareto tail beyond its "
+                    "tenth largest value" if reselect else
+                    "from a normal fit of the null's Fisher z")
+                 + " (valid for any number of runs); ",
     }[runs]
     return f"one-sided r > 0 against {what}; {how}Benjamini-Hochberg FDR {fdr:g}"

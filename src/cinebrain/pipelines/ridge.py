@@ -358,7 +358,7 @@ def _write_group(plan: _FitPlan, st: StagedFolder, group: int, designs: dict, ch
         info = plan.subjects[s]
         names = info.run_names
         _write_fit(st, s, d, res, names, config.split.scheme)
-        _write_refit_null(config, st, s, d, res, log)
+        _write_refit_null(config, st, s, d, res, log, plan.study.tr)
         repeats = repeated_runs(info.timings)
         if repeats:
             save_npy(st.prediction(s, "repeats"),
@@ -476,25 +476,31 @@ def _write_fit(st: StagedFolder, subject: str, d, res, names: list[str], scheme:
 
 
 def _write_refit_null(config: RunConfig, st: StagedFolder, subject: str, d, res,
-                      log: Log) -> None:
+                      log: Log, config_tr: float) -> None:
     """The refit-null p-values of a subject's held-out r, when ``evaluate.runs`` asks for
     them (:func:`cinebrain.evaluate.refit.refit_null_test`: it needs the design, which
     only this stage has)."""
-    from cinebrain.data.splits import lengths_from_run_index
+    from cinebrain.data.splits import HRF_LENGTH_S, gap_trs, lengths_from_run_index
     from cinebrain.evaluate import run_test
-    from cinebrain.evaluate.refit import folds_from_result, refit_null_test
+    from cinebrain.evaluate.refit import Selection, folds_from_result, refit_null_test
+    from cinebrain.linear.encoding import alpha_grid
 
     ev = config.evaluate
     if not ev.n_permutations or run_test(ev.runs, config.split.scheme,
                                          len(res.test_runs)) != "refit":
         return
     t0 = time.perf_counter()
+    m = config.model
+    selection = (Selection(alpha_grid(m.alpha_min, m.alpha_max, m.n_alphas), m.cv_folds,
+                           gap_trs(config_tr, HRF_LENGTH_S)) if ev.reselect else None)
     out = refit_null_test(d.X, d.Y, folds_from_result(res, d.run_index),
                           run_lengths=lengths_from_run_index(d.run_index),
-                          band_sizes=d.band_sizes, n_surrogates=ev.n_permutations, seed=0)
+                          band_sizes=d.band_sizes, n_surrogates=ev.n_permutations, seed=0,
+                          selection=selection)
     save_npy(st.prediction(subject, "refit_null_p"), out.p)
+    how = "penalties re-chosen per surrogate" if ev.reselect else "the folds' penalties"
     log(f"    {subject} refit null: {ev.n_permutations} surrogates through "
-        f"{len(res.folds)} fit(s) ({time.perf_counter() - t0:.1f} s)")
+        f"{len(res.folds)} fit(s), {how} ({time.perf_counter() - t0:.1f} s)")
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -695,7 +701,7 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
         summary["significance_test"] = describe_significance_test(
             ev.null, ev.n_permutations, ev.block_s, ev.fdr, separate_any,
             runs=next((t for t in ("refit", "loro_pooled", "separate") if t in run_tests),
-                      None))
+                      None), reselect=ev.reselect)
         if truth_rows:
             write_json(st.ground_truth, truth_rows)
             table = ground_truth_summary(truth_rows)
