@@ -418,14 +418,11 @@ def engine_losses(study, tmp_path, *, device_batches, random_offset=False, stop_
     torch.manual_seed(0)
     model = TinyNeuronModel(ds.n_max, 2)
     config = TrainConfig(epochs=2, batch_size=4, lr=1e-2, out_dir=str(tmp_path), progress=False,
-                         device="cpu", log_every=1, checkpoint_every_steps=1)
-    trainer = Trainer(model, config, ds, callbacks=[stop])
-    if device_batches:
-        # what the engine would do with device-resident data: its loader and its sampler
-        # are one DeviceBatches (set_epoch, start in samples, num_samples, iteration)
-        trainer.train_loader = trainer.train_sampler = ds.device_batches(
-            trainer.per_rank_batch, shuffle=config.shuffle, seed=config.seed,
-            device=trainer.device, drop_last=config.drop_last)
+                         device="cpu", log_every=1, checkpoint_every_steps=1,
+                         device_data=device_batches)
+    trainer = Trainer(model, config, ds, val_dataset=ds, callbacks=[stop])
+    # the engine's loader is the dataset's DeviceBatches exactly when device_data is set
+    assert (type(trainer.train_loader).__name__ == "DeviceBatches") == device_batches
     try:
         trainer.fit(resume=resume)
     except Stop:

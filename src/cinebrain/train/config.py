@@ -109,6 +109,10 @@ class TrainConfig(BaseModel):
     shuffle: bool = Field(True, description="shuffle the training set every epoch")
     drop_last: bool = Field(True, description="drop the last incomplete training batch of an epoch")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    device_data: bool = Field(
+        True, description="a dataset that offers device_batches (cinebrain.data.neurons."
+        "NeuronClipDataset) keeps its arrays on the training device and gathers every batch "
+        "there, in the DataLoader's order (no host assembly per step); false: the DataLoader")
     find_unused_parameters: bool = Field(
         False,
         description="under DDP, allow steps in which some parameters get no gradient (e.g. modality "

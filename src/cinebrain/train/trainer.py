@@ -94,6 +94,7 @@ _RESUME_SAFE = {
     "max_steps",
     "patience",
     "find_unused_parameters",
+    "device_data",
 }
 
 
@@ -260,22 +261,31 @@ class Trainer:
         self.callbacks = list(callbacks)
 
         self.per_rank_batch = config.batch_size // self.dist.world_size
-        self.train_sampler = ResumableSampler(
-            train_dataset, self.dist.world_size, self.dist.rank, config.shuffle, config.seed
-        )
         # A private generator for worker seeds: iterating a DataLoader without one draws
         # from the global torch RNG, which would shift dropout masks after a resume.
         self._loader_generator = torch.Generator()
-        self.train_loader = DataLoader(
-            train_dataset,
-            batch_size=self.per_rank_batch,
-            sampler=self.train_sampler,
-            drop_last=config.drop_last,
-            collate_fn=collate_fn,
-            num_workers=config.num_workers,
-            pin_memory=self.device.type == "cuda",
-            generator=self._loader_generator,
-        )
+        if self._device_batches(train_dataset):
+            # the dataset's arrays live on the device and batches are gathered there, in
+            # the order ResumableSampler would give (same set_epoch / start / num_samples)
+            self.train_sampler = self.train_loader = train_dataset.device_batches(
+                self.per_rank_batch, shuffle=config.shuffle, seed=config.seed,
+                device=self.device, drop_last=config.drop_last,
+                num_replicas=self.dist.world_size, rank=self.dist.rank)
+        else:
+            self.train_sampler = ResumableSampler(
+                train_dataset, self.dist.world_size, self.dist.rank, config.shuffle,
+                config.seed
+            )
+            self.train_loader = DataLoader(
+                train_dataset,
+                batch_size=self.per_rank_batch,
+                sampler=self.train_sampler,
+                drop_last=config.drop_last,
+                collate_fn=collate_fn,
+                num_workers=config.num_workers,
+                pin_memory=self.device.type == "cuda",
+                generator=self._loader_generator,
+            )
         n = self.train_sampler.num_samples
         self.steps_per_epoch = (
             n // self.per_rank_batch if config.drop_last else math.ceil(n / self.per_rank_batch)
@@ -388,6 +398,8 @@ class Trainer:
             while not done:
                 self.train_sampler.set_epoch(self.epoch)
                 self.train_sampler.start = self.batch_in_epoch * self.per_rank_batch
+                # datasets that redraw per epoch (random window offsets) are told too
+                getattr(self.train_dataset, "set_epoch", lambda epoch: None)(self.epoch)
                 self._loader_generator.manual_seed(config.seed + self.epoch)
                 mark = time.perf_counter()
                 for batch in self.train_loader:
@@ -554,6 +566,11 @@ class Trainer:
         # the final model is always evaluated, so best.pt and the history see it
         return finished
 
+    def _device_batches(self, dataset) -> bool:
+        """Whether ``dataset``'s batches are gathered on the device
+        (``TrainConfig.device_data`` and a dataset with ``device_batches``)."""
+        return self.config.device_data and callable(getattr(dataset, "device_batches", None))
+
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, dataset: Dataset | None = None) -> dict[str, float]:
@@ -565,15 +582,20 @@ class Trainer:
         dataset = self.val_dataset if dataset is None else dataset
         if dataset is None:
             raise ValueError("no validation dataset: pass one to Trainer or evaluate()")
-        loader = DataLoader(
-            dataset,
-            batch_size=self.per_rank_batch,
-            sampler=ShardSampler(len(dataset), self.dist.world_size, self.dist.rank),
-            collate_fn=self.collate_fn,
-            num_workers=self.config.num_workers,
-            pin_memory=self.device.type == "cuda",
-            generator=torch.Generator(),
-        )
+        if self._device_batches(dataset):
+            loader = dataset.device_batches(
+                self.per_rank_batch, shuffle=False, shard=True, device=self.device,
+                num_replicas=self.dist.world_size, rank=self.dist.rank)
+        else:
+            loader = DataLoader(
+                dataset,
+                batch_size=self.per_rank_batch,
+                sampler=ShardSampler(len(dataset), self.dist.world_size, self.dist.rank),
+                collate_fn=self.collate_fn,
+                num_workers=self.config.num_workers,
+                pin_memory=self.device.type == "cuda",
+                generator=torch.Generator(),
+            )
         was_training = self.model.training
         self.model.eval()
         outputs, sizes = [], []
