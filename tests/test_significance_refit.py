@@ -178,6 +178,18 @@ def test_reselection_replicates_the_fits_choice():
     assert np.mean(diff < 1e-4) >= 0.98, np.sort(diff)[-10:]
 
 
+def test_reselection_of_banded_ridge_searches_the_chosen_band_weightings():
+    """Banded ridge: the re-selection searches every band weighting some target chose in
+    the fold, with every alpha; on the data it finds the fit's choice again."""
+    X, Y, run_index, lengths = _study(1, 3, 60, n_targets=40, n_features=8, driven=20)
+    res = _loro(X, Y, run_index, kind="banded", bands=[3, 5])
+    out = refit_null_test(X, Y, folds_from_result(res, run_index), run_lengths=lengths,
+                          band_sizes=[3, 5], n_surrogates=50, selection=_SELECT)
+    diff = np.abs(out.r - pearson_r(Y[res.test_rows], res.pred))
+    assert np.mean(diff < 1e-4) >= 0.95, np.sort(diff)[-5:]
+    assert np.all((out.p > 0) & (out.p <= 1)) and out.p[:20].mean() < out.p[20:].mean()
+
+
 def test_one_candidate_reselected_is_the_held_penalty():
     """A grid of one alpha leaves nothing to choose: the re-selecting null draws the same
     surrogates through the same fits as the held-penalty null (same count)."""
