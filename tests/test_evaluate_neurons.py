@@ -92,5 +92,9 @@ def test_shuffle_and_rf_helpers():
     assert sorted(int(b[0, 0]) for b in out) == list(range(6))
     m = nm.rf_map((0.5, -0.5), 0.2, (36, 64))
     iy, ix = np.unravel_index(m.argmax(), m.shape)
-    assert abs(np.linspace(-1, 1, 64)[ix] - 0.5) < 0.04 and abs(np.linspace(-1, 1, 36)[iy] + 0.5) < 0.06
+    # pixel centres at (i + .5) / n * 2 - 1: the nearest to x 0.5 is column 47 (0.484),
+    # to y -0.5 row 8 or 9 (-0.528 / -0.472)
+    assert ix == 47 and iy in (8, 9)
+    assert m[0, 0] == pytest.approx(np.exp(-((-63 / 64 - 0.5) ** 2 + (-35 / 36 + 0.5) ** 2)
+                                           / (2 * 0.2**2)), rel=1e-5)
     assert nm.rf_centre_error([[0, 0]], [[0.3, 0.4]])[0] == pytest.approx(0.5)

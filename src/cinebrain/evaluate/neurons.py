@@ -141,9 +141,12 @@ def shuffle_behavior(behavior_list, rng: np.random.Generator) -> list:
 
 
 def rf_map(position, sigma: float, shape: tuple[int, int]) -> np.ndarray:
-    """Isotropic Gaussian on an ``(H, W)`` screen with x, y in [-1, 1] (x across W)."""
+    """Isotropic Gaussian on an ``(H, W)`` screen with x, y in [-1, 1] (x across W), pixel
+    ``(row, col)`` centred at ``x = (col + .5) / W * 2 - 1``, ``y = (row + .5) / H * 2 - 1``
+    (the screen's edges at -1 and 1, as the neuron simulator places receptive fields)."""
     h, w = shape
-    ys, xs = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
+    ys, xs = np.meshgrid((np.arange(h) + 0.5) / h * 2 - 1, (np.arange(w) + 0.5) / w * 2 - 1,
+                         indexing="ij")
     x0, y0 = float(position[0]), float(position[1])
     return np.exp(-((xs - x0) ** 2 + (ys - y0) ** 2) / (2.0 * sigma**2)).astype(np.float32)
 
