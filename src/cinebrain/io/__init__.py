@@ -11,6 +11,9 @@ problem, the fix) on bad input.
 - :mod:`~cinebrain.io.arrays`: :func:`read_timeseries`, :func:`validate_timeseries`
 - :mod:`~cinebrain.io.study`: :class:`Study`, :func:`load_study`, :func:`write_study`,
   :func:`format_validation_error`
+- :mod:`~cinebrain.io.neurons`: :class:`NeuronSession`, :func:`read_sensorium`,
+  :func:`write_sensorium`, :func:`read_neuron_arrays`, :func:`write_neuron_arrays`
+- :mod:`~cinebrain.io.nwb`: :func:`read_nwb_session`, :func:`write_nwb_session`
 
 Submodules are imported on first use, so ``import cinebrain.io`` stays cheap.
 """
@@ -46,6 +49,13 @@ _EXPORTS = {
     "load_study": "study",
     "write_study": "study",
     "format_validation_error": "study",
+    "NeuronSession": "neurons",
+    "read_sensorium": "neurons",
+    "write_sensorium": "neurons",
+    "read_neuron_arrays": "neurons",
+    "write_neuron_arrays": "neurons",
+    "read_nwb_session": "nwb",
+    "write_nwb_session": "nwb",
 }
 
 __all__ = sorted(_EXPORTS)
