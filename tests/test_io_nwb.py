@@ -35,7 +35,7 @@ def make_session(n_trials: int = 3, seed: int = 0, positions: bool = True) -> Ne
         clip_ids=np.array([f"clip{i}" for i in range(n_trials)]),
         frame_rate=RATE,
         neuron_ids=np.array([f"n{j}" for j in range(N_NEURONS)]),
-        behavior_names=["running", "pupil"],
+        behavior_names=["pupil", "running"],
         neuron_positions=(rng.random((N_NEURONS, 2)).astype(np.float32) * 10
                           if positions else None),
     )
@@ -298,7 +298,7 @@ def test_roi_without_positions_and_reader_options(tmp_path):
     read = read_nwb_session(path, pupil_center=False, behavior=("running",), name="other")
     assert read.pupil_center is None and read.neuron_positions is None
     assert read.behavior_names == ["running"] and read.name == "other"
-    np.testing.assert_array_equal(read.behavior[1][:, 0], session.behavior[1][:, 0])
+    np.testing.assert_array_equal(read.behavior[1][:, 0], session.behavior[1][:, 1])  # running is column 1
     with pytest.raises(InputError, match="frame_rate=60"):
         read_nwb_session(path, frame_rate=60)
     with pytest.raises(InputError, match="no RoiResponseSeries named 'dff'"):

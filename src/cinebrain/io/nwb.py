@@ -328,7 +328,7 @@ def read_nwb_session(
     *,
     frame_rate: float | None = None,
     name: str | None = None,
-    behavior: Sequence[str] = ("running", "pupil"),
+    behavior: Sequence[str] = ("pupil", "running"),
     pupil_center: bool | str = True,
     responses: str = "auto",
     movie: str | None = None,
@@ -468,7 +468,7 @@ def _read(path: Path, nwb: Any, *, frame_rate: float | None, name: str | None,
         pupil_center=centers,
         tiers=cut["tiers"],
         clip_ids=cut["clip_ids"],
-        frame_rate=float(frame_rate) if frame_rate is not None else 1.0 / dt,
+        frame_rate=float(frame_rate) if frame_rate is not None else _rate(dt),
         neuron_ids=neuron_ids,
         behavior_names=names,
         neuron_positions=positions,
@@ -621,6 +621,12 @@ def _series_timestamps(path: Path, series: Any, n: int) -> np.ndarray:
         raise InputError(where, "timestamps are not finite and strictly increasing",
                          "give sample times in seconds, in order")
     return ts
+
+
+def _rate(dt: float) -> float:
+    """Frames per second of a frame interval, without the float noise of timestamps
+    (30.0000000000001 read as 30): rounded to 9 significant digits."""
+    return float(f"{1.0 / dt:.9g}")
 
 
 def _frame_interval(path: Path, table: Any, series: Any, ts: np.ndarray,
