@@ -73,9 +73,9 @@ def test_readout_eval_reads_the_hot_pixel_at_mu():
     h, w = 7, 9
     fmap = torch.zeros(1, 1, 2, h, w)
     fmap[0, 0, :, 3, 5] = 1.0  # row 3, column 5
-    x, y = -1 + 2 * 5 / (w - 1), -1 + 2 * 3 / (h - 1)  # align_corners=True: -1/1 are edge pixel centres
-    half = x + 1 / (w - 1)  # half-way to column 6
-    ro = _readout(h, w, 1, [[x, y], [half, y], [x, y + 2 / (h - 1)]], [[1.0], [1.0], [1.0]]).eval()
+    x, y = (5 + 0.5) / w * 2 - 1, (3 + 0.5) / h * 2 - 1  # cell centres; -1/1 the map's edges
+    half = x + 1 / w  # half-way to column 6
+    ro = _readout(h, w, 1, [[x, y], [half, y], [x, y + 2 / h]], [[1.0], [1.0], [1.0]]).eval()
     out = ro(fmap)
     assert out.shape == (1, 2, 3)
     assert torch.allclose(out[0, :, 0], torch.ones(2), atol=1e-6)
@@ -95,8 +95,10 @@ def test_readout_eval_equals_manual_bilinear_interpolation():
     out = ro(torch.from_numpy(fmap)).detach().numpy()
     expected = np.zeros((b, t, n))
     for j, (x, y) in enumerate(mu):
-        px, py = (x + 1) / 2 * (w - 1), (y + 1) / 2 * (h - 1)
-        x0, y0 = int(np.floor(px)), int(np.floor(py))
+        # align_corners=False, border padding: pixel units, clamped to the edge centres
+        px = np.clip(((x + 1) * w - 1) / 2, 0, w - 1)
+        py = np.clip(((y + 1) * h - 1) / 2, 0, h - 1)
+        x0, y0 = min(int(np.floor(px)), w - 2), min(int(np.floor(py)), h - 2)
         fx, fy = px - x0, py - y0
         val = ((1 - fx) * (1 - fy) * fmap[..., y0, x0] + fx * (1 - fy) * fmap[..., y0, x0 + 1]
                + (1 - fx) * fy * fmap[..., y0 + 1, x0] + fx * fy * fmap[..., y0 + 1, x0 + 1])  # (B, C, T)
@@ -106,8 +108,9 @@ def test_readout_eval_equals_manual_bilinear_interpolation():
 
 def test_readout_training_samples_positions_with_the_stated_spread():
     h, w, b = 11, 11, 4000
-    ramp_x = torch.linspace(-1, 1, w).expand(h, w)  # feature = the x coordinate (exact under bilinear)
-    ramp_y = torch.linspace(-1, 1, h)[:, None].expand(h, w)
+    # feature = the x (y) coordinate of the cell centres: exact under bilinear inside them
+    ramp_x = ((torch.arange(w) + 0.5) / w * 2 - 1).expand(h, w)
+    ramp_y = ((torch.arange(h) + 0.5) / h * 2 - 1)[:, None].expand(h, w)
     fmap = torch.stack([ramp_x, ramp_y])[None, :, None].expand(b, 2, 1, h, w)
     mu, sigma = [[0.1, -0.2], [-0.3, 0.25]], [[0.05, 0.1], [0.12, 0.08]]
     ro = _readout(h, w, 2, mu, [[1.0, 0.0], [0.0, 1.0]])
@@ -145,7 +148,7 @@ def test_shifter_starts_at_zero_and_shifts_the_readout():
     pupil = torch.randn(3, 6, 2) * 3 + 10
     assert torch.equal(sh(pupil), torch.zeros(3, 6, 2))
     h = w = 9
-    ramp = torch.linspace(-1, 1, w).expand(h, w)[None, None, None].expand(3, 1, 6, h, w)
+    ramp = ((torch.arange(w) + 0.5) / w * 2 - 1).expand(h, w)[None, None, None].expand(3, 1, 6, h, w)
     ro = _readout(h, w, 1, [[0.0, 0.0]], [[1.0]]).eval()
     shift = torch.zeros(3, 6, 2)
     shift[:, 3:, 0] = 0.25  # the eye moves at frame 3
@@ -498,7 +501,7 @@ def test_shifter_learns_the_eye_position_shift():
     eyes = torch.tensor([[[-1.0, 0.0], [1.0, 0.0]]])
     with torch.no_grad():
         moved = [shifter(eyes)[0, 1] - shifter(eyes)[0, 0] for shifter in model.shifters.values()]
-    true_x = 2 * 2 * 2 / 11  # 4 columns between the eyes, in grid units over 12 columns (align_corners)
+    true_x = 4 * 2 / 12  # 4 columns between the eyes, 2 / 12 grid units each
     # measured: session 0 moves its RFs 0.78 (true 0.73) along x, session 1 (4 neurons) 0.60
     assert abs(moved[0][0] - true_x) < 0.2 * true_x and moved[1][0] > 0.5 * true_x
     assert all(abs(m[1]) < 0.2 for m in moved)  # and hardly along y

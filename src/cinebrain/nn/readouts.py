@@ -125,8 +125,10 @@ class GaussianReadout(nn.Module):
 
     Positions are in :func:`torch.nn.functional.grid_sample`'s normalised coordinates,
     ``(x, y)`` with x along the width and y along the height, in [-1, 1], sampled with
-    ``align_corners=True`` (so -1 and 1 are the centres of the edge pixels: every position
-    in the square lies on the map) and bilinear interpolation. Neuron n has a mean position
+    ``align_corners=False`` (-1 and 1 are the map's outer edges, cell ``j`` of ``w``
+    centred at ``(j + .5) / w * 2 - 1``: the screen coordinates of the movie itself when
+    the core's map covers the screen, as the neuron simulator places receptive fields;
+    beyond the edge cells' centres the edge value is read) and bilinear interpolation. Neuron n has a mean position
     ``mu[n]`` (initialised uniformly in [-init_mu_range, init_mu_range]^2) and a spread
     ``sigma[n]`` (per axis, initialised to ``init_sigma``). In training the position is
     ``mu + sigma * eps`` with ``eps ~ N(0, 1)`` drawn afresh per sample and forward pass
@@ -207,7 +209,7 @@ class GaussianReadout(nn.Module):
         grid = grid.reshape(b * t, self.n_neurons, 1, 2).to(features.dtype)
         frames = features.transpose(1, 2).reshape(b * t, c, h, w)  # (B*T, C, h, w)
         sampled = torch.nn.functional.grid_sample(frames, grid, mode="bilinear", padding_mode="border",
-                                                  align_corners=True)  # (B*T, C, N, 1)
+                                                  align_corners=False)  # (B*T, C, N, 1)
         sampled = sampled[..., 0]  # (B*T, C, N)
         drive = torch.einsum("bcn,nc->bn", sampled, self.weight.to(sampled.dtype)) + self.bias.to(sampled.dtype)
         return drive.view(b, t, self.n_neurons)  # (B, T, N)
