@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from cinebrain.errors import InputError
-from cinebrain.models.vivit import ViViTConfig, ViViTCore, count_parameters, get_preset, preset_parameters
+from cinebrain.models.vivit import (
+    ViViTConfig,
+    ViViTCore,
+    count_parameters,
+    get_preset,
+    preset_parameters,
+)
 from cinebrain.nn.rope import apply_rope, rope_angles
 
 
@@ -98,3 +104,42 @@ def test_flops_positive_and_scale_with_depth():
     a = flops_per_sample(get_preset("vivit-baseline"), 32, 36, 64)
     b = flops_per_sample(get_preset("vivit-baseline", num_spatial_blocks=12, num_temporal_blocks=12), 32, 36, 64)
     assert a > 0 and b > 1.9 * a
+
+
+def test_parallel_block_is_attention_plus_feed_forward_of_one_norm():
+    """parallel_block: x + attn(n(x)) + ffn(n(x)), one LayerNorm per block, still causal."""
+    import torch.nn.functional as F
+
+    core = _core(parallel_block=True).eval()
+    blk = core.temporal[0]
+    assert blk.norm2 is None
+    x = torch.randn(3, 5, 32)
+    h = blk.norm1(x)
+    q, k, v = blk.qkv(h).view(3, 5, 3, 2, 16).permute(2, 0, 3, 1, 4)
+    q, k = blk.q_norm(q), blk.k_norm(k)
+    a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(3, 5, 32)
+    g, u = blk.w12(h).chunk(2, dim=-1)
+    want = x + blk.proj(a) + blk.w3(F.silu(g) * u)
+    assert torch.allclose(blk(x, None), want, atol=1e-5)
+    serial = _core()
+    assert (sum(p.numel() for p in serial.parameters()) - sum(p.numel() for p in core.parameters())
+            == 2 * 2 * 32)  # one LayerNorm (weight + bias) fewer in each of the two blocks
+    v1 = torch.randn(1, 1, 6, 36, 64)
+    v2 = v1.clone()
+    v2[:, :, 4:] += 1.0
+    assert torch.allclose(core(v1)[:, :, :4], core(v2)[:, :, :4], atol=1e-5)
+
+
+def test_params_command_prints_every_module_and_the_total(capsys):
+    from cinebrain.cli import main
+
+    assert main(["params", "vivit-small"]) == 0
+    out = capsys.readouterr().out
+    counts = preset_parameters("vivit-small")
+    for name, n in counts.items():
+        assert f"{n:,}" in out and name in out
+    model = ViViTCore(get_preset("vivit-small"))
+    assert "total" in out and f"{sum(p.numel() for p in model.parameters()):,}" in out
+    assert sum(counts.values()) == 4_844_352  # embedding 192, 4 + 4 blocks, 8x8x8 tubelets
+    assert main(["params", "vivit-huge"]) == 2
+    assert "not a ViViT preset" in capsys.readouterr().err

@@ -463,6 +463,16 @@ def _cmd_lesion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_params(args: argparse.Namespace) -> int:
+    from cinebrain.models.vivit import PRESETS, parameter_table
+
+    for name in args.presets or list(PRESETS):
+        if name not in PRESETS:
+            raise InputError(name, "not a ViViT preset", f"use one of {', '.join(PRESETS)}")
+        print(parameter_table(name, parallel_block=args.parallel_block))
+    return 0
+
+
 def _cmd_bench_encoders(args: argparse.Namespace) -> int:
     import torch
 
@@ -659,6 +669,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ablated units are set to 0 or to their training mean (default zero)")
     p.add_argument("--name", help="lesion folder name (default: from the lesion)")
     p.set_defaults(func=_cmd_lesion)
+
+    p = sub.add_parser("params", help="parameters per module of the ViViT core presets "
+                       "(counted on the meta device)")
+    p.add_argument("presets", nargs="*", help="vivit-small, vivit-baseline (default: all)")
+    p.add_argument("--parallel-block", action="store_true",
+                   help="attention and feed-forward side by side")
+    p.set_defaults(func=_cmd_params)
 
     p = sub.add_parser("bench-encoders", help="time, peak memory and throughput of every encoder "
                        "and fusion method on this device")

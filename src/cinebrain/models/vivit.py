@@ -35,6 +35,9 @@ class ViViTConfig:
     drop_path: float = 0.0
     attn_dropout: float = 0.0
     ff_dropout: float = 0.0
+    #: attention and feed-forward side by side on one LayerNorm, ``x + attn(n(x)) +
+    #: ffn(n(x))`` (PaLM, ViT-22B), instead of one after the other
+    parallel_block: bool = False
 
 
 class _Block(nn.Module):
@@ -47,7 +50,8 @@ class _Block(nn.Module):
         self.q_norm = nn.RMSNorm(c.head_dim)
         self.k_norm = nn.RMSNorm(c.head_dim)
         self.proj = nn.Linear(inner, c.embedding_dim)
-        self.norm2 = nn.LayerNorm(c.embedding_dim)
+        self.parallel = c.parallel_block
+        self.norm2 = None if c.parallel_block else nn.LayerNorm(c.embedding_dim)
         self.w12 = nn.Linear(c.embedding_dim, 2 * c.ff_dim)
         self.w3 = nn.Linear(c.ff_dim, c.embedding_dim)
         self.attn_p, self.ff_drop, self.dp = c.attn_dropout, nn.Dropout(c.ff_dropout), c.drop_path
@@ -60,13 +64,18 @@ class _Block(nn.Module):
 
     def forward(self, x: torch.Tensor, angles: torch.Tensor | None) -> torch.Tensor:
         b, n, _ = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, self.hd).permute(2, 0, 3, 1, 4)
+        h = self.norm1(x)
+        q, k, v = self.qkv(h).view(b, n, 3, self.heads, self.hd).permute(2, 0, 3, 1, 4)
         q, k = self.q_norm(q), self.k_norm(k)
         if angles is not None:
             q, k = apply_rope(q, angles), apply_rope(k, angles)
         a = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_p if self.training else 0.0,
                                            is_causal=self.causal)
-        x = x + self._path(self.proj(a.transpose(1, 2).reshape(b, n, -1)))
+        attended = self._path(self.proj(a.transpose(1, 2).reshape(b, n, -1)))
+        if self.parallel:
+            g, u = self.w12(h).chunk(2, dim=-1)
+            return x + attended + self._path(self.w3(self.ff_drop(F.silu(g) * u)))
+        x = x + attended
         g, u = self.w12(self.norm2(x)).chunk(2, dim=-1)
         return x + self._path(self.w3(self.ff_drop(F.silu(g) * u)))
 
@@ -156,13 +165,27 @@ def get_preset(name: str, **overrides) -> ViViTConfig:
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Parameters per top-level module (and the register tokens)."""
     return {n: sum(p.numel() for p in m.parameters()) for n, m in model.named_children()} | (
         {"registers": model.registers.numel()} if getattr(model, "registers", None) is not None else {})
 
 
-def preset_parameters(name: str) -> dict[str, int]:
+def preset_parameters(name: str, **overrides) -> dict[str, int]:
+    """Parameters per module of a preset's core, counted on the meta device (nothing is
+    allocated)."""
     with torch.device("meta"):
-        return count_parameters(ViViTCore(get_preset(name)))
+        return count_parameters(ViViTCore(get_preset(name, **overrides)))
+
+
+def parameter_table(name: str, **overrides) -> str:
+    """The per-module parameter counts of a preset as the ``cinebrain params`` command
+    prints them: one module a line, then the total."""
+    counts = preset_parameters(name, **overrides)
+    width = max(len(k) for k in counts) + 2
+    lines = [f"{name}: {get_preset(name, **overrides)}"]
+    lines += [f"  {k:<{width}}{v:>12,}" for k, v in counts.items()]
+    lines.append(f"  {'total':<{width}}{sum(counts.values()):>12,}")
+    return "\n".join(lines)
 
 
 def flops_per_sample(config: ViViTConfig, t: int, h: int, w: int) -> float:
