@@ -463,6 +463,39 @@ def _cmd_lesion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_neurons_train(args: argparse.Namespace) -> int:
+    from cinebrain.config import load_neuron_config
+
+    config = load_neuron_config(args.config_file, {
+        "out": args.out, "progress": False if args.no_progress else None,
+        "train.device": args.device})
+    set_threads(args.global_threads or config.threads)
+    from cinebrain.pipelines import neurons
+
+    print(f"[neurons train] run folder {config.out}")
+    neurons.train(config, resume=args.resume)
+    return 0
+
+
+def _cmd_neurons_evaluate(args: argparse.Namespace) -> int:
+    from cinebrain.config import load_neuron_config
+    from cinebrain.pipelines.runfolder import RunFolder
+
+    run = Path(args.run)
+    folder = RunFolder(run)
+    if not folder.config.is_file():
+        raise InputError(run, "not a run folder (no config.yaml)",
+                         "give the folder `cinebrain neurons train` wrote")
+    config = load_neuron_config(folder.config, {"out": str(run.resolve()),
+                                                "train.device": args.device})
+    set_threads(args.global_threads or config.threads)
+    from cinebrain.pipelines import neurons
+
+    print(f"[neurons evaluate] run folder {config.out}")
+    neurons.evaluate(config)
+    return 0
+
+
 def _cmd_params(args: argparse.Namespace) -> int:
     from cinebrain.models.vivit import PRESETS, parameter_table
 
@@ -669,6 +702,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ablated units are set to 0 or to their training mean (default zero)")
     p.add_argument("--name", help="lesion folder name (default: from the lesion)")
     p.set_defaults(func=_cmd_lesion)
+
+    p = sub.add_parser("neurons", help="neuron recordings (Sensorium, NWB, .npz/.h5): train a "
+                       "core + readout model, score it per neuron beside a frame-ridge baseline")
+    neurons_sub = p.add_subparsers(dest="neurons_command", required=True, metavar="ACTION")
+    p = neurons_sub.add_parser(
+        "train", help="train on the sessions of a neuron run config, then score the test trials "
+        "(single-trial r, correlation to average, oracle, FEVE, CCnorm, bits/spike, behaviour "
+        "shuffle) beside the frame-ridge baseline")
+    p.add_argument("config_file", metavar="CONFIG",
+                   help="YAML neuron run config (keys: cinebrain.config.neurons.NeuronRunConfig)")
+    p.add_argument("--out", help="run folder (default: the config's out)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the run's neurons/checkpoints/last.pt")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="training device "
+                   "(default: the config's train.device)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_neurons_train)
+    p = neurons_sub.add_parser("evaluate", help="score a trained neuron run's test trials again "
+                               "(after changing its evaluate or baseline options)")
+    p.add_argument("run", help="run folder written by `cinebrain neurons train`")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="prediction device "
+                   "(default: the run's train.device)")
+    p.set_defaults(func=_cmd_neurons_evaluate)
 
     p = sub.add_parser("params", help="parameters per module of the ViViT core presets "
                        "(counted on the meta device)")

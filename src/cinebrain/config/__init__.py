@@ -22,6 +22,7 @@ from cinebrain._files import hash_inputs, write_text
 from cinebrain.config.autoencoder import AUTOENCODER_TRAINING, AutoencoderRunConfig
 from cinebrain.config.base import Section
 from cinebrain.config.features import FeaturesConfig
+from cinebrain.config.neurons import NEURON_TRAINING, NeuronRunConfig, load_neuron_config
 from cinebrain.config.ridge import AlignmentConfig, EvaluateConfig, ModelConfig, SplitConfig
 from cinebrain.errors import ConfigError
 
@@ -34,12 +35,15 @@ __all__ = [
     "STAGE_OPTIONS",
     "FeaturesConfig",
     "ModelConfig",
+    "NEURON_TRAINING",
+    "NeuronRunConfig",
     "RunConfig",
     "Section",
     "SplitConfig",
     "config_error",
     "config_leaves",
     "load_config",
+    "load_neuron_config",
     "save_config",
     "section_hash",
 ]

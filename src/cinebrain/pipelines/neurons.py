@@ -1,0 +1,677 @@
+"""The neuron pipeline: train a core + readout model on recording sessions, score it on
+the test trials per neuron, beside a frame-ridge baseline on the same trials.
+
+``train(config)`` reads every session (validated), splits its trials by tier (all repeats
+of a clip in one part), computes the normalisation statistics on the training trials only,
+trains :func:`~cinebrain.models.neurons.make_neuron_model` with the engine
+(:class:`cinebrain.train.Trainer`: checkpoints, exact resume, early stopping on ``val_r``)
+and then runs ``evaluate(config)``: every test trial is predicted *whole* in one pass by
+default (the model is causal, so frame t sees frames <= t of its trial and nothing else;
+``evaluate.predict_frames`` predicts in windows instead, each window after the first
+starting ``model.burn_in`` frames before the frames it contributes). Scores per neuron
+(:mod:`cinebrain.evaluate.neurons`), with ``skip_frames`` leading frames of every test
+trial left out of all of them:
+
+- ``single_trial_r``: Sensorium 2023's single-trial correlation, every test trial's
+  frames concatenated;
+- ``correlation_to_average``, ``oracle_r``, ``feve``, ``ccnorm``: on the test clips shown
+  at least twice, each clip's first ``k`` repeats (``k`` the fewest repeats of any clip),
+  the clips' frames concatenated in time (the pooled form of each formula); the
+  predictions averaged over those repeats;
+- ``bits_per_spike``: Poisson log-likelihood gain over each neuron's mean training rate,
+  the predicted rates floored at :data:`RATE_FLOOR`;
+- ``behavior_shuffle_drop``: ``single_trial_r`` minus the same r with the behaviour and eye
+  position of each test trial given to another test trial of the same length.
+
+The baseline is ridge on block-averaged pixels with causal frame delays, fit per session on
+its training trials (CV over whole trials), scored the same way on the same frames.
+
+Run folder (a neuron run has no study; the stages are ``neurons-train`` and
+``neurons-evaluate``, each committed at once through :class:`RunFolder` staging, so a
+failure leaves the previous outputs as they were)::
+
+    config.yaml                            the resolved NeuronRunConfig
+    neurons/model.json                     model config, sessions, split, training summary
+    neurons/stats.json                     per-session normalisation stats (training trials)
+    neurons/checkpoints/, metrics.jsonl    the training engine's
+    neurons/predictions/<session>/         test_true, test_pred, test_pred_shuffled,
+                                           baseline_pred (frames of every test trial in
+                                           order, (F, N)), test_trials, test_lengths,
+                                           test_clip_ids, null_rate
+    neurons/metrics/<session>/<metric>.npy           the model's per-neuron scores
+    neurons/metrics/<session>/baseline_<metric>.npy  the baseline's
+    summary.json                           median and mean of every score, per session and
+                                           over all neurons
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cinebrain._files import hash_inputs, save_npy, write_json
+from cinebrain.config.neurons import NeuronRunConfig, save_neuron_config
+from cinebrain.errors import ConfigError, InputError
+from cinebrain.io.neurons import NeuronSession
+from cinebrain.pipelines.runfolder import RunFolder
+
+Log = Callable[[str], None]
+
+TRAIN_STAGE = "neurons-train"
+EVALUATE_STAGE = "neurons-evaluate"
+#: Floor of predicted rates in the Poisson log-likelihood (a ridge prediction may be <= 0).
+RATE_FLOOR = 1e-6
+_SENSORIUM_FIX = "give a Sensorium 2023 session folder (holding data/ and meta/), an .nwb, " \
+                 ".npz or .h5 file"
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+# --------------------------------------------------------------------------- layout
+class NeuronFolder:
+    """Paths of the neuron family inside a run folder (or a stage's staging folder)."""
+
+    def __init__(self, base: str | os.PathLike):
+        self.base = Path(base) / "neurons"
+
+    @property
+    def train_dir(self) -> Path:
+        """The training engine's folder (checkpoints/, metrics.jsonl)."""
+        return self.base
+
+    @property
+    def model_json(self) -> Path:
+        return self.base / "model.json"
+
+    @property
+    def stats_json(self) -> Path:
+        return self.base / "stats.json"
+
+    def prediction(self, session: str, name: str) -> Path:
+        return self.base / "predictions" / session / f"{name}.npy"
+
+    def metric(self, session: str, name: str) -> Path:
+        return self.base / "metrics" / session / f"{name}.npy"
+
+
+# --------------------------------------------------------------------------- sessions
+def read_session(path: str | os.PathLike) -> NeuronSession:
+    """One session by its path: a folder is a Sensorium 2023 session, ``.nwb`` an NWB file,
+    ``.npz`` / ``.h5`` / ``.hdf5`` plain arrays. Raises :class:`InputError` naming the path."""
+    from cinebrain.io.neurons import read_neuron_arrays, read_sensorium
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "does not exist", "check the path in sessions")
+    if p.is_dir():
+        if not (p / "data").is_dir() or not (p / "meta").is_dir():
+            raise InputError(p, "is a folder but not a Sensorium session (no data/ and meta/)",
+                             _SENSORIUM_FIX)
+        return read_sensorium(p)
+    suffix = p.suffix.lower()
+    if suffix == ".nwb":
+        from cinebrain.io.nwb import read_nwb_session
+
+        return read_nwb_session(p)
+    if suffix in (".npz", ".h5", ".hdf5"):
+        return read_neuron_arrays(p)
+    raise InputError(p, f"has suffix {suffix or '(none)'!r}", _SENSORIUM_FIX)
+
+
+def _downsample(session: NeuronSession, factor: int) -> NeuronSession:
+    if factor == 1:
+        return session
+    h, w = session.frame_shape
+    h2, w2 = h // factor, w // factor
+    if h2 < 1 or w2 < 1:
+        raise ConfigError("data.downsample", f"{factor} is larger than the {h}x{w} frames of "
+                          f"{session.source}", "use a smaller factor")
+
+    def block(v: np.ndarray) -> np.ndarray:
+        t = v.shape[0]
+        return v[:, :h2 * factor, :w2 * factor].reshape(t, h2, factor, w2, factor).mean(
+            axis=(2, 4), dtype=np.float64).astype(np.float32)
+
+    session.videos = [block(v) for v in session.videos]
+    return session
+
+
+def load_sessions(config: NeuronRunConfig, log: Log = _print) -> list[NeuronSession]:
+    """Every session of the config, read and validated, frames downsampled as configured;
+    names unique, frame sizes and behaviour columns equal across sessions."""
+    sessions = [_downsample(read_session(p), config.data.downsample) for p in config.sessions]
+    names: dict[str, str] = {}
+    for s in sessions:
+        if s.name in names:
+            raise InputError(s.source, f"session name {s.name!r} is also the name of "
+                             f"{names[s.name]}", "give each session its own name")
+        names[s.name] = str(s.source)
+        for tier in ("train", "test"):
+            if len(s.trials(tier)) == 0:
+                raise InputError(s.source, f"has no {tier} trials",
+                                 f"give the session {tier} trials (tiers)")
+    first = sessions[0]
+    for s in sessions[1:]:
+        if s.frame_shape != first.frame_shape:
+            raise InputError(s.source, f"frames of {s.frame_shape}, {first.source} has "
+                             f"{first.frame_shape}", "give every session frames of one size")
+        if s.behavior[0].shape[1] != first.behavior[0].shape[1]:
+            raise InputError(s.source, f"{s.behavior[0].shape[1]} behaviour columns, "
+                             f"{first.source} has {first.behavior[0].shape[1]}",
+                             "give every session the same behaviour columns")
+    return sessions
+
+
+def fingerprint(session: NeuronSession) -> str:
+    """A hash of what a trained model relies on: tiers, clip ids, neuron ids, frame counts
+    and frame size (evaluation refuses sessions that changed since training)."""
+    h = hashlib.sha1()
+    for part in (session.tiers, session.clip_ids, session.neuron_ids):
+        h.update("\x1f".join(map(str, part)).encode())
+    h.update(str([int(v.shape[0]) for v in session.videos]).encode())
+    h.update(str(session.frame_shape).encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class NeuronData:
+    """The sessions of a run, their split and their training statistics."""
+
+    sessions: list[NeuronSession]
+    split: dict[str, dict[str, np.ndarray]]  # session -> part -> trial indices
+    stats: dict[str, Any]  # session -> SessionStats
+
+    def part(self, name: str) -> dict[str, np.ndarray]:
+        return {s: parts[name] for s, parts in self.split.items()}
+
+
+def prepare(config: NeuronRunConfig, log: Log = _print) -> NeuronData:
+    """Read the sessions, split their trials, compute training-only statistics."""
+    from cinebrain.data.neurons import normalization_stats, split_trials
+
+    sessions = load_sessions(config, log)
+    split = {s.name: split_trials(s, validation=config.data.validation, by="tier",
+                                  seed=config.data.seed) for s in sessions}
+    for s in sessions:
+        if len(split[s.name]["validation"]) == 0:
+            raise InputError(s.source, "has no validation trials (early stopping needs them)",
+                             "give the session validation (oracle) trials, or set "
+                             "data.validation to a fraction of its training clips")
+    stats = normalization_stats(sessions, {n: p["train"] for n, p in split.items()})
+    return NeuronData(sessions, split, stats)
+
+
+# --------------------------------------------------------------------------- model
+def _specs(data: NeuronData) -> dict[str, dict]:
+    """The model's sessions; mean responses over the training trials of the split."""
+    specs = {}
+    for s in data.sessions:
+        st = data.stats[s.name]
+        specs[s.name] = {"n_neurons": s.n_neurons,
+                         "mean_response": np.asarray(st.response_mean, np.float32).tolist(),
+                         "n_behavior": int(s.behavior[0].shape[1])}
+    return specs
+
+
+def check(config: NeuronRunConfig) -> None:
+    """Build the configured core once, so that a bad core option fails before any reading."""
+    from cinebrain.models.neurons import make_core
+
+    try:
+        make_core(config.model.core, **dict(config.model.core_options))
+    except InputError as e:
+        raise ConfigError("model.core_options", str(e)) from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError("model.core_options", f"bad option for the {config.model.core} core: "
+                          f"{e}", "fix model.core_options") from None
+
+
+def build_model(config: NeuronRunConfig, data: NeuronData):
+    """The configured :class:`~cinebrain.models.neurons.NeuronModel` for the run's sessions
+    (pupil position standardised by the dataset, so the shifters take it as given)."""
+    from cinebrain.models.neurons import make_neuron_model
+
+    m = config.model
+    options = dict(modulator=m.modulator, shifter=m.shifter, nonlinearity=m.nonlinearity,
+                   l1=m.l1, burn_in=m.burn_in, readout=dict(m.readout))
+    if m.modulator is not None:
+        options["modulator_hidden"] = m.modulator_hidden
+    if m.shifter:
+        options["shifter_hidden"] = m.shifter_hidden
+    h, w = data.sessions[0].frame_shape
+    try:
+        return make_neuron_model(m.core, _specs(data), core_options=dict(m.core_options),
+                                 frame_shape=(config.data.frames, h, w), **options)
+    except InputError as e:
+        raise ConfigError("model", str(e)) from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError("model.core_options", f"bad option for the {m.core} core: {e}",
+                          "fix model.core_options") from None
+
+
+def _datasets(config: NeuronRunConfig, data: NeuronData):
+    from cinebrain.data.neurons import NeuronClipDataset
+
+    d = config.data
+    common = dict(frames=d.frames, stats=data.stats)
+    train = NeuronClipDataset(data.sessions, data.part("train"), stride=d.stride,
+                              random_offset=d.random_offset, seed=d.seed, **common)
+    val = NeuronClipDataset(data.sessions, data.part("validation"), **common)
+    return train, val
+
+
+def _link(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _threads(config: NeuronRunConfig) -> None:
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
+
+
+def train(config: NeuronRunConfig, log: Log = _print, resume: bool = False,
+          evaluate_after: bool = True) -> dict:
+    """Train the model of ``config`` into its run folder (stage ``neurons-train``), then
+    evaluate it (stage ``neurons-evaluate``) unless ``evaluate_after`` is false.
+
+    ``resume``: continue from the committed ``neurons/checkpoints/last.pt`` (the engine
+    restores the data order, optimiser, schedule and RNGs; ``train.epochs`` may grow).
+    Returns the training summary (``neurons/model.json``), with the evaluation summary
+    under ``"evaluation"``.
+    """
+
+    from cinebrain.train import Trainer, load_checkpoint
+
+    _threads(config)
+    run = RunFolder(config.out)
+    run.check_writable()
+    if resume and run.manifest(TRAIN_STAGE) is None:
+        raise InputError(run.root, "no trained neuron model to resume",
+                         "train without --resume")
+    t0 = time.perf_counter()
+    check(config)
+    data = prepare(config, log)
+    log("  sessions: " + ", ".join(f"{s.name} ({s.n_neurons} neurons, "
+                                   + "/".join(str(len(data.split[s.name][p]))
+                                              for p in ("train", "validation", "test"))
+                                   + " trials)" for s in data.sessions)
+        + f"; frames {data.sessions[0].frame_shape}")
+    import torch
+
+    torch.manual_seed(config.train.seed)  # the initial weights: one run, one model
+    model = build_model(config, data)
+    train_ds, val_ds = _datasets(config, data)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"  model: {config.model.core} core, {n_params / 1e6:.3f} M parameters; "
+        f"{len(train_ds)} training / {len(val_ds)} validation windows of {config.data.frames} frames")
+    dump = config.model_dump(mode="json")
+    hash_ = hash_inputs(dump["sessions"], dump["data"], dump["model"],
+                        {k: v for k, v in dump["train"].items() if k not in ("progress", "out_dir")})
+    with run.stage(TRAIN_STAGE, config_hash=hash_, owns=("neurons/checkpoints",)) as st:
+        folder = NeuronFolder(st.base)
+        if resume:
+            committed = NeuronFolder(run.root)
+            shutil.copytree(committed.base, folder.base, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("predictions", "metrics"),
+                            copy_function=_link)
+        folder.base.mkdir(parents=True, exist_ok=True)
+        tcfg = config.train.model_copy(update={"out_dir": str(folder.train_dir),
+                                               "progress": config.progress})
+        trainer = Trainer(model, tcfg, train_ds, val_ds)
+        t1 = time.perf_counter()
+        history = trainer.fit(resume=resume)
+        seconds = time.perf_counter() - t1
+        best = history.best_checkpoint or history.last_checkpoint
+        if best is not None:
+            model.load_state_dict(load_checkpoint(best, map_location="cpu")["model"])
+        best_metric = history.best_metric if history.best_metric is not None else float("nan")
+        log(f"  trained {trainer.step} steps ({trainer.epoch} epochs) in {seconds:.1f} s; "
+            f"best val_r {best_metric:.3f} at step {history.best_step}"
+            + (" (stopped early)" if history.stopped_early else ""))
+        last_val = history.val[-1] if history.val else {}
+        info = {
+            "model": model.config,
+            "parameters": int(n_params),
+            "sessions": {s.name: {"source": s.source, "n_neurons": s.n_neurons,
+                                  "fingerprint": fingerprint(s),
+                                  "split": {k: v.tolist() for k, v in data.split[s.name].items()}}
+                         for s in data.sessions},
+            "steps": trainer.step, "epochs": trainer.epoch,
+            "train_seconds": round(seconds, 1),
+            "best_val_r": history.best_metric, "best_step": history.best_step,
+            "stopped_early": history.stopped_early,
+            "checkpoint": best.relative_to(folder.base).as_posix() if best is not None else None,
+            "last_val": {k: v for k, v in last_val.items() if isinstance(v, (int, float))},
+            "device": str(trainer.device),
+        }
+        write_json(folder.model_json, info)
+        write_json(folder.stats_json, {n: s.to_dict() for n, s in data.stats.items()})
+        save_neuron_config(config, st.config)
+        st.info = {"sessions": [s.name for s in data.sessions], "steps": trainer.step}
+    info["seconds"] = round(time.perf_counter() - t0, 1)
+    if evaluate_after:
+        info["evaluation"] = evaluate(config, log, data=data)
+    return info
+
+
+def load_model(config: NeuronRunConfig):
+    """The trained model of the run (its best checkpoint), in eval mode, on the training
+    device, with the run's training summary."""
+    from cinebrain.models.neurons import make_neuron_model
+    from cinebrain.train import load_checkpoint, resolve_device
+
+    run = RunFolder(config.out)
+    run.require(TRAIN_STAGE, hint="run `cinebrain neurons train` first")
+    folder = NeuronFolder(run.root)
+    info = json.loads(folder.model_json.read_text())
+    model = make_neuron_model(**info["model"])
+    state = load_checkpoint(folder.base / info["checkpoint"], map_location="cpu")
+    model.load_state_dict(state["model"])
+    device = resolve_device(config.train.device, key="train.device")
+    return model.to(device).eval(), info
+
+
+# --------------------------------------------------------------------------- prediction
+def _trial_inputs(sessions: Sequence[NeuronSession], trials: dict[str, np.ndarray], stats):
+    """Normalised inputs of whole trials, exactly as the training windows are normalised
+    (a one-frame NeuronClipDataset stacks them): ``[(session index, trial, rows)]`` and the
+    dataset."""
+    from cinebrain.data.neurons import NeuronClipDataset
+
+    ds = NeuronClipDataset(sessions, trials, frames=1, stats=stats)
+    out = []
+    w = ds.windows
+    for k, s in enumerate(sessions):
+        for t in trials[s.name]:
+            rows = w[(w[:, 0] == k) & (w[:, 1] == int(t)), 3]
+            out.append((k, int(t), int(rows.min()), int(rows.max()) + 1))
+    return ds, out
+
+
+def _forward(model, ds, k: int, a: int, b: int, behavior: np.ndarray, pupil: np.ndarray,
+             device) -> np.ndarray:
+    """Rates ``(b - a, N)`` of session ``k`` from stacked rows ``[a, b)`` of ``ds``."""
+    import torch
+
+    n = int(ds.n_neurons[k])
+    mask = np.zeros((1, ds.n_max), dtype=bool)
+    mask[0, :n] = True
+    batch = {
+        "video": torch.from_numpy(ds.video[a:b][None, None].copy()),  # (1, 1, T, H, W)
+        "behavior": torch.from_numpy(behavior[None].copy()),  # (1, T, n_b)
+        "pupil_center": torch.from_numpy(pupil[None].copy()),  # (1, T, 2)
+        "mask": torch.from_numpy(mask),
+        "session": torch.tensor([k], dtype=torch.int64),
+    }
+    batch = {key: v.to(device) for key, v in batch.items()}
+    with torch.no_grad():
+        rate = model(batch)["rate"]
+    return rate[0, :, :n].float().cpu().numpy()
+
+
+def _windows(n: int, size: int | None, burn_in: int) -> list[tuple[int, int, int]]:
+    """``(start, stop, keep_from)`` of the prediction windows of an ``n``-frame trial."""
+    if size is None or n <= size:
+        return [(0, n, 0)]
+    step = size - burn_in
+    starts = list(range(0, n - size + 1, step))
+    if starts[-1] + size < n:
+        starts.append(n - size)
+    out, covered = [], 0
+    for s in starts:
+        out.append((s, s + size, covered))
+        covered = s + size
+    return out
+
+
+def predict_trials(model, sessions, trials: dict[str, np.ndarray], stats, *,
+                   predict_frames: int | None = None, burn_in: int = 0,
+                   behavior_order: dict[str, np.ndarray] | None = None) -> dict[str, list[np.ndarray]]:
+    """Predicted rates of whole trials, ``{session: [(T_i, N)]}`` in the order of ``trials``.
+
+    ``predict_frames=None`` runs every trial in one pass; otherwise windows of that many
+    frames, each after the first starting ``burn_in`` frames before the first frame it
+    contributes. ``behavior_order``: per session, for the i-th trial, the position (in
+    ``trials``) of the trial whose behaviour and eye position it gets (a shuffle)."""
+    device = next(model.parameters()).device
+    ds, items = _trial_inputs(sessions, trials, stats)
+    out: dict[str, list[np.ndarray]] = {s.name: [] for s in sessions}
+    by_session: dict[int, list[tuple[int, int]]] = {}
+    for k, _, a, b in items:
+        by_session.setdefault(k, []).append((a, b))
+    for k, rows in by_session.items():
+        name = sessions[k].name
+        order = np.arange(len(rows)) if behavior_order is None else behavior_order[name]
+        for i, (a, b) in enumerate(rows):
+            src_a, src_b = rows[int(order[i])]
+            if src_b - src_a != b - a:
+                raise ValueError("a behaviour shuffle must pair trials of equal length")
+            behavior, pupil = ds.behavior[src_a:src_b], ds.pupil_center[src_a:src_b]
+            n = b - a
+            pred = np.empty((n, int(ds.n_neurons[k])), dtype=np.float32)
+            for start, stop, keep in _windows(n, predict_frames, burn_in):
+                r = _forward(model, ds, k, a + start, a + stop, behavior[start:stop],
+                             pupil[start:stop], device)
+                pred[keep:stop] = r[keep - start:]
+            out[name].append(pred)
+    return out
+
+
+def shuffle_order(lengths: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+    """For each trial, the trial whose behaviour it gets: a permutation among trials of the
+    same length (:func:`cinebrain.evaluate.neurons.shuffle_behavior` within each length)."""
+    from cinebrain.evaluate.neurons import shuffle_behavior
+
+    lengths = np.asarray(lengths)
+    order = np.arange(len(lengths))
+    for n in np.unique(lengths):
+        idx = np.flatnonzero(lengths == n)
+        order[idx] = shuffle_behavior(list(idx), rng)
+    return order
+
+
+# --------------------------------------------------------------------------- scores
+def repeat_arrays(trials: Sequence[np.ndarray], clip_ids: Sequence[str], skip: int
+                  ) -> tuple[np.ndarray | None, list[list[int]]]:
+    """Positions of the repeats used by the repeat scores, and their stacking: for every clip
+    shown at least twice, its first ``k`` trials (``k`` the fewest repeats of any such
+    clip), each cut to the clip's shortest repeat, ``skip`` leading frames dropped, clips
+    concatenated in time. Returns ``((1, k, sum T_c, N) array or None, groups)``."""
+    clip_ids = [str(c) for c in clip_ids]
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(clip_ids):
+        groups.setdefault(c, []).append(i)
+    repeated = [g for g in groups.values() if len(g) >= 2]
+    if not repeated:
+        return None, []
+    k = min(len(g) for g in repeated)
+    chosen = [g[:k] for g in repeated]
+    blocks = []
+    for g in chosen:
+        length = min(trials[i].shape[0] for i in g)
+        if length <= skip:
+            continue
+        blocks.append(np.stack([np.asarray(trials[i][skip:length], np.float64) for i in g]))
+    if not blocks:
+        return None, []
+    return np.concatenate(blocks, axis=1)[None], chosen
+
+
+def score_trials(responses: Sequence[np.ndarray], predictions: Sequence[np.ndarray],
+                 clip_ids: Sequence[str], *, skip: int, null_rate: np.ndarray,
+                 metrics: Sequence[str], shuffled: Sequence[np.ndarray] | None = None
+                 ) -> dict[str, np.ndarray]:
+    """Per-neuron scores of one session's test trials (see the module docstring)."""
+    from cinebrain.evaluate import neurons as ev
+
+    n = responses[0].shape[1]
+    nan = np.full(n, np.nan, np.float32)
+    out: dict[str, np.ndarray] = {}
+    r = ev.single_trial_correlation(responses, predictions, skip=skip)
+    if "single_trial_r" in metrics:
+        out["single_trial_r"] = r
+    rep_y, groups = repeat_arrays(responses, clip_ids, skip)
+    rep_p = repeat_arrays(predictions, clip_ids, skip)[0] if rep_y is not None else None
+    for name, fn in (("correlation_to_average", ev.correlation_to_average),
+                     ("feve", ev.fraction_explainable_variance_explained),
+                     ("ccnorm", ev.normalized_correlation)):
+        if name in metrics:
+            out[name] = nan.copy() if rep_y is None else fn(rep_y, rep_p)
+    if "oracle_r" in metrics:
+        out["oracle_r"] = nan.copy() if rep_y is None else ev.oracle_correlation(rep_y)
+    if "bits_per_spike" in metrics:
+        out["bits_per_spike"] = ev.poisson_bits_per_spike(
+            [y[skip:] for y in responses],
+            [np.maximum(p[skip:], RATE_FLOOR) for p in predictions], null_rates=null_rate)
+    if "behavior_shuffle_drop" in metrics and shuffled is not None:
+        out["behavior_shuffle_drop"] = (r - ev.single_trial_correlation(
+            responses, shuffled, skip=skip)).astype(np.float32)
+    return out
+
+
+def _stat(values: np.ndarray) -> dict[str, float | None]:
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return {"median": None, "mean": None, "n": 0}
+    return {"median": float(np.median(v)), "mean": float(v.mean()), "n": int(v.size)}
+
+
+def _show(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _baseline(config: NeuronRunConfig, session: NeuronSession, train_trials, test_trials):
+    from cinebrain.linear.frames import fit_frame_ridge
+
+    b = config.baseline
+    behavior = [session.behavior[t] for t in train_trials] if b.behavior else None
+    ridge = fit_frame_ridge([session.videos[t] for t in train_trials],
+                            [session.responses[t] for t in train_trials], delays=b.delays,
+                            alphas=b.alphas, factor=b.factor, n_folds=b.n_folds,
+                            behavior=behavior)
+    test_behavior = [session.behavior[t] for t in test_trials] if b.behavior else None
+    return ridge.predict([session.videos[t] for t in test_trials], test_behavior)
+
+
+def evaluate(config: NeuronRunConfig, log: Log = _print, data: NeuronData | None = None) -> dict:
+    """Score the trained model (and the baseline) on every session's test trials; stage
+    ``neurons-evaluate``. Returns the summary written to ``summary.json``."""
+    import torch
+
+    from cinebrain.data.neurons import SessionStats
+
+    _threads(config)
+    t0 = time.perf_counter()
+    run = RunFolder(config.out)
+    model, info = load_model(config)
+    if data is None:
+        sessions = load_sessions(config, log)
+        split = {}
+        for s in sessions:
+            saved = info["sessions"].get(s.name)
+            if saved is None or saved["fingerprint"] != fingerprint(s):
+                raise InputError(s.source, "is not the session the model was trained on "
+                                 "(its trials, clips or neurons differ)",
+                                 "evaluate with the sessions of training, or train again")
+            split[s.name] = {k: np.asarray(v, np.int64) for k, v in saved["split"].items()}
+        stats_raw = json.loads(NeuronFolder(run.root).stats_json.read_text())
+        data = NeuronData(sessions, split, {n: SessionStats.from_dict(d) for n, d in stats_raw.items()})
+    if [s.name for s in data.sessions] != list(info["sessions"]):
+        raise InputError(run.root, "the config's sessions are not the model's "
+                         f"({', '.join(info['sessions'])})", "evaluate with the sessions of training")
+    metrics = config.evaluate.metrics
+    skip = config.skip_frames
+    test = data.part("test")
+    torch.manual_seed(0)
+    pred = predict_trials(model, data.sessions, test, data.stats,
+                          predict_frames=config.evaluate.predict_frames, burn_in=config.model.burn_in)
+    shuffled = None
+    if "behavior_shuffle_drop" in metrics:
+        rng = np.random.default_rng(config.evaluate.shuffle_seed)
+        orders = {s.name: shuffle_order([s.videos[t].shape[0] for t in test[s.name]], rng)
+                  for s in data.sessions}
+        shuffled = predict_trials(model, data.sessions, test, data.stats,
+                                  predict_frames=config.evaluate.predict_frames,
+                                  burn_in=config.model.burn_in, behavior_order=orders)
+    summary: dict[str, Any] = {
+        "prediction": ("whole test trials, one causal pass each" if config.evaluate.predict_frames
+                       is None else f"windows of {config.evaluate.predict_frames} frames, "
+                       f"{config.model.burn_in} frames of burn-in"),
+        "skip_frames": skip, "metrics": list(metrics), "baseline": config.baseline.enabled,
+        "sessions": {}, "overall": {},
+    }
+    pooled: dict[str, dict[str, list[np.ndarray]]] = {"model": {}, "baseline": {}}
+    dump = config.model_dump(mode="json")
+    with run.stage(EVALUATE_STAGE, depends=[TRAIN_STAGE], config_hash=hash_inputs(dump["evaluate"], dump["baseline"]),
+                   owns=("neurons/predictions", "neurons/metrics")) as st:
+        folder = NeuronFolder(st.base)
+        for s in data.sessions:
+            trials = test[s.name]
+            y = [s.responses[t] for t in trials]
+            clip_ids = [str(s.clip_ids[t]) for t in trials]
+            null_rate = np.asarray(data.stats[s.name].response_mean, np.float32)
+            scores = {"model": score_trials(y, pred[s.name], clip_ids, skip=skip,
+                                            null_rate=null_rate, metrics=metrics,
+                                            shuffled=None if shuffled is None else shuffled[s.name])}
+            base_pred = None
+            if config.baseline.enabled:
+                t1 = time.perf_counter()
+                base_pred = _baseline(config, s, data.split[s.name]["train"], trials)
+                scores["baseline"] = score_trials(
+                    y, base_pred, clip_ids, skip=skip, null_rate=null_rate,
+                    metrics=[m for m in metrics if m != "behavior_shuffle_drop"])
+                log(f"  {s.name}: frame ridge fit in {time.perf_counter() - t1:.1f} s")
+            save_npy(folder.prediction(s.name, "test_true"), np.concatenate(y).astype(np.float32))
+            save_npy(folder.prediction(s.name, "test_pred"), np.concatenate(pred[s.name]))
+            if shuffled is not None:
+                save_npy(folder.prediction(s.name, "test_pred_shuffled"),
+                         np.concatenate(shuffled[s.name]))
+            if base_pred is not None:
+                save_npy(folder.prediction(s.name, "baseline_pred"),
+                         np.concatenate(base_pred).astype(np.float32))
+            save_npy(folder.prediction(s.name, "test_trials"), np.asarray(trials, np.int64))
+            save_npy(folder.prediction(s.name, "test_lengths"),
+                     np.asarray([len(a) for a in y], np.int64))
+            save_npy(folder.prediction(s.name, "test_clip_ids"), np.asarray(clip_ids, dtype=str))
+            save_npy(folder.prediction(s.name, "null_rate"), null_rate)
+            entry: dict[str, Any] = {"n_neurons": s.n_neurons, "n_test_trials": len(trials)}
+            _, groups = repeat_arrays(y, clip_ids, skip)
+            entry["repeated_clips"] = len(groups)
+            entry["repeats_per_clip"] = len(groups[0]) if groups else 0
+            for who, sc in scores.items():
+                prefix = "" if who == "model" else "baseline_"
+                for name, values in sc.items():
+                    if who == "baseline" and name == "oracle_r":
+                        continue  # a property of the data, saved once
+                    save_npy(folder.metric(s.name, prefix + name), values)
+                    pooled[who].setdefault(name, []).append(values)
+                entry[who] = {name: _stat(v) for name, v in sc.items() if
+                              not (who == "baseline" and name == "oracle_r")}
+            summary["sessions"][s.name] = entry
+            log(f"  {s.name}: " + ", ".join(
+                f"{who} " + " ".join(f"{name} {_show(v['median'])}" for name, v in sc.items())
+                for who, sc in entry.items() if who in ("model", "baseline")) + " (medians)")
+        for who, by_name in pooled.items():
+            if by_name:
+                summary["overall"][who] = {name: _stat(np.concatenate(v)) for name, v in by_name.items()}
+        summary["seconds"] = round(time.perf_counter() - t0, 1)
+        write_json(st.summary, summary)
+        st.info = {"sessions": [s.name for s in data.sessions]}
+    return summary
