@@ -310,3 +310,25 @@ def test_bad_input_is_one_line_and_writes_nothing(study, tmp_path, capsys):
     assert "resume" in _refused(capsys, ["neurons", "train", str(_write_config(
         tmp_path / "r.yaml", good, out)), "--resume"])
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_training_under_torchrun_with_two_ranks(study, tmp_path):
+    """Two CPU ranks (gloo) train one model (DDP); rank 0 alone commits and scores."""
+    import os
+    import subprocess
+    import sys
+
+    config = _write_config(tmp_path / "ddp.yaml", [study / "mouse-01", study / "mouse-02"],
+                           tmp_path / "run")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", "29517", "-m", "cinebrain.cli", "--threads", "1", "neurons", "train",
+         str(config)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    info = json.loads((tmp_path / "run" / "neurons" / "model.json").read_text())
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert info["ranks"] == 2 and info["epochs"] == 8
+    assert not list((tmp_path / "run").glob(".staging-*"))
+    assert summary["overall"]["model"]["single_trial_r"]["median"] > 0.3

@@ -46,6 +46,7 @@ failure leaves the previous outputs as they were)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -296,7 +297,15 @@ def train(config: NeuronRunConfig, log: Log = _print, resume: bool = False,
     under ``"evaluation"``.
     """
 
-    from cinebrain.train import Trainer, load_checkpoint
+    import torch
+
+    from cinebrain.train import Trainer
+    from cinebrain.train.distributed import (
+        all_gather_objects,
+        barrier,
+        cleanup_distributed,
+        setup_distributed,
+    )
 
     _threads(config)
     run = RunFolder(config.out)
@@ -312,8 +321,6 @@ def train(config: NeuronRunConfig, log: Log = _print, resume: bool = False,
                                               for p in ("train", "validation", "test"))
                                    + " trials)" for s in data.sessions)
         + f"; frames {data.sessions[0].frame_shape}")
-    import torch
-
     torch.manual_seed(config.train.seed)  # the initial weights: one run, one model
     model = build_model(config, data)
     train_ds, val_ds = _datasets(config, data)
@@ -323,50 +330,82 @@ def train(config: NeuronRunConfig, log: Log = _print, resume: bool = False,
     dump = config.model_dump(mode="json")
     hash_ = hash_inputs(dump["sessions"], dump["data"], dump["model"],
                         {k: v for k, v in dump["train"].items() if k not in ("progress", "out_dir")})
-    with run.stage(TRAIN_STAGE, config_hash=hash_, owns=("neurons/checkpoints",)) as st:
-        folder = NeuronFolder(st.base)
-        if resume:
-            committed = NeuronFolder(run.root)
-            shutil.copytree(committed.base, folder.base, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("predictions", "metrics"),
-                            copy_function=_link)
-        folder.base.mkdir(parents=True, exist_ok=True)
-        tcfg = config.train.model_copy(update={"out_dir": str(folder.train_dir),
-                                               "progress": config.progress})
-        trainer = Trainer(model, tcfg, train_ds, val_ds)
-        t1 = time.perf_counter()
-        history = trainer.fit(resume=resume)
-        seconds = time.perf_counter() - t1
-        best = history.best_checkpoint or history.last_checkpoint
-        if best is not None:
-            model.load_state_dict(load_checkpoint(best, map_location="cpu")["model"])
-        best_metric = history.best_metric if history.best_metric is not None else float("nan")
-        log(f"  trained {trainer.step} steps ({trainer.epoch} epochs) in {seconds:.1f} s; "
-            f"best val_r {best_metric:.3f} at step {history.best_step}"
-            + (" (stopped early)" if history.stopped_early else ""))
-        last_val = history.val[-1] if history.val else {}
-        info = {
-            "model": model.config,
-            "parameters": int(n_params),
-            "sessions": {s.name: {"source": s.source, "n_neurons": s.n_neurons,
-                                  "fingerprint": fingerprint(s),
-                                  "split": {k: v.tolist() for k, v in data.split[s.name].items()}}
-                         for s in data.sessions},
-            "steps": trainer.step, "epochs": trainer.epoch,
-            "train_seconds": round(seconds, 1),
-            "best_val_r": history.best_metric, "best_step": history.best_step,
-            "stopped_early": history.stopped_early,
-            "checkpoint": best.relative_to(folder.base).as_posix() if best is not None else None,
-            "last_val": {k: v for k, v in last_val.items() if isinstance(v, (int, float))},
-            "device": str(trainer.device),
-        }
-        write_json(folder.model_json, info)
-        write_json(folder.stats_json, {n: s.to_dict() for n, s in data.stats.items()})
-        save_neuron_config(config, st.config)
-        st.info = {"sessions": [s.name for s in data.sessions], "steps": trainer.step}
-    info["seconds"] = round(time.perf_counter() - t0, 1)
-    if evaluate_after:
-        info["evaluation"] = evaluate(config, log, data=data)
+    # Under torchrun every rank trains (DDP); rank 0 alone owns the stage: its staging
+    # folder is every rank's training folder (the engine writes from rank 0 only, and
+    # every rank reads a resumed checkpoint from it), and only rank 0 commits and scores.
+    on_cuda = config.train.device == "cuda" or (config.train.device == "auto"
+                                                and torch.cuda.is_available())
+    group = setup_distributed("nccl" if on_cuda else "gloo")
+    main = group.is_main
+    try:
+        stage = (run.stage(TRAIN_STAGE, config_hash=hash_, owns=("neurons/checkpoints",))
+                 if main else contextlib.nullcontext())
+        with stage as st:
+            staging = str(st.base) if main else None
+            if main:
+                folder = NeuronFolder(st.base)
+                if resume:
+                    committed = NeuronFolder(run.root)
+                    shutil.copytree(committed.base, folder.base, dirs_exist_ok=True,
+                                    ignore=shutil.ignore_patterns("predictions", "metrics"),
+                                    copy_function=_link)
+                folder.base.mkdir(parents=True, exist_ok=True)
+            staging = all_gather_objects(staging)[0]
+            folder = NeuronFolder(staging)
+            tcfg = config.train.model_copy(update={"out_dir": str(folder.train_dir),
+                                                   "progress": config.progress and main})
+            trainer = Trainer(model, tcfg, train_ds, val_ds)
+            t1 = time.perf_counter()
+            history = trainer.fit(resume=resume)
+            seconds = time.perf_counter() - t1
+            info = {"steps": trainer.step, "epochs": trainer.epoch}
+            if main:
+                info = _commit_training(config, data, model, trainer, history, folder,
+                                        seconds, int(n_params), st, log)
+        info["seconds"] = round(time.perf_counter() - t0, 1)
+        if evaluate_after and main:
+            info["evaluation"] = evaluate(config, log, data=data)
+        barrier()  # the other ranks wait until rank 0 has committed and scored
+    finally:
+        if group.enabled:
+            cleanup_distributed()
+    return info
+
+
+def _commit_training(config, data, model, trainer, history, folder, seconds, n_params, st,
+                     log) -> dict:
+    """Load the best state into ``model``; write the training summary, the statistics and
+    the config into the staged stage."""
+    from cinebrain.train import load_checkpoint
+
+    best = history.best_checkpoint or history.last_checkpoint
+    if best is not None:
+        model.load_state_dict(load_checkpoint(best, map_location="cpu")["model"])
+    best_metric = history.best_metric if history.best_metric is not None else float("nan")
+    log(f"  trained {trainer.step} steps ({trainer.epoch} epochs) in {seconds:.1f} s; "
+        f"best val_r {best_metric:.3f} at step {history.best_step}"
+        + (" (stopped early)" if history.stopped_early else "")
+        + (f" on {trainer.dist.world_size} ranks" if trainer.dist.enabled else ""))
+    last_val = history.val[-1] if history.val else {}
+    info = {
+        "model": model.config,
+        "parameters": n_params,
+        "sessions": {s.name: {"source": s.source, "n_neurons": s.n_neurons,
+                              "fingerprint": fingerprint(s),
+                              "split": {k: v.tolist() for k, v in data.split[s.name].items()}}
+                     for s in data.sessions},
+        "steps": trainer.step, "epochs": trainer.epoch,
+        "train_seconds": round(seconds, 1),
+        "best_val_r": history.best_metric, "best_step": history.best_step,
+        "stopped_early": history.stopped_early,
+        "checkpoint": best.relative_to(folder.base).as_posix() if best is not None else None,
+        "last_val": {k: v for k, v in last_val.items() if isinstance(v, (int, float))},
+        "device": str(trainer.device), "ranks": trainer.dist.world_size,
+    }
+    write_json(folder.model_json, info)
+    write_json(folder.stats_json, {n: s.to_dict() for n, s in data.stats.items()})
+    save_neuron_config(config, st.config)
+    st.info = {"sessions": [s.name for s in data.sessions], "steps": trainer.step}
     return info
 
 
