@@ -332,3 +332,29 @@ def test_training_under_torchrun_with_two_ranks(study, tmp_path):
     assert info["ranks"] == 2 and info["epochs"] == 8
     assert not list((tmp_path / "run").glob(".staging-*"))
     assert summary["overall"]["model"]["single_trial_r"]["median"] > 0.3
+
+
+def test_sessions_are_read_by_their_suffix_and_paths_are_relative_to_the_config(study, tmp_path):
+    """A Sensorium folder, an .npz, an .h5 and an .nwb file of one session read the same
+    trials; relative session paths in a config file are taken from the file's folder."""
+    from cinebrain.io.neurons import write_neuron_arrays
+    from cinebrain.io.nwb import write_nwb_session
+
+    session = read_sensorium(study / "mouse-01")
+    files = [write_neuron_arrays(session, tmp_path / "m.npz"),
+             write_neuron_arrays(session, tmp_path / "m.h5"),
+             write_nwb_session(session, tmp_path / "m.nwb")]
+    for path in files:
+        other = pipeline.read_session(path)
+        assert list(other.tiers) == list(session.tiers), path
+        assert other.n_neurons == session.n_neurons and other.n_trials == session.n_trials
+        for a, b in zip(other.responses, session.responses, strict=True):
+            np.testing.assert_allclose(a, b, err_msg=str(path))
+        np.testing.assert_allclose(other.videos[0], session.videos[0], atol=1e-3)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "c.yaml").write_text(yaml.safe_dump(
+        {"sessions": ["../m.npz"], "out": "run"}))
+    config = load_neuron_config(tmp_path / "configs" / "c.yaml")
+    assert config.sessions == [str(tmp_path / "m.npz")]
+    assert config.out == str(tmp_path / "configs" / "run")
+    assert config.train.find_unused_parameters and config.train.early_stopping_metric == "val_r"
