@@ -266,13 +266,14 @@ def test_evaluate_again_and_windowed_prediction(trained, tmp_path):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
         # too short a burn-in changes the first frames of every later window
         assert max(np.abs(a - b).max() for a, b in zip(whole[name], short[name], strict=True)) > 1e-4
+    # the stage through the CLI, its scores from another config file
     config = yaml.safe_load((run / "config.yaml").read_text())
-    config["evaluate"]["predict_frames"] = 20
-    # the stage through the CLI
-    config["evaluate"]["metrics"] = ["single_trial_r"]
-    config["evaluate"].pop("shuffle_seed", None)
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
-    assert _cli(["neurons", "evaluate", str(run)]) == 0
+    config["evaluate"] = {"predict_frames": 20, "metrics": ["single_trial_r"]}
+    config["sessions"] = ["/elsewhere"]  # ignored: only evaluate and baseline are taken
+    (tmp_path / "scores.yaml").write_text(yaml.safe_dump(config))
+    assert _cli(["neurons", "evaluate", str(run), "--config", str(tmp_path / "scores.yaml")]) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["evaluate"]["predict_frames"] == 20 and saved["sessions"][0].endswith("mouse-01")
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["sessions"]["mouse-01"]["model"]) == {"single_trial_r"}
     assert "windows of 20 frames" in summary["prediction"]

@@ -488,6 +488,13 @@ def _cmd_neurons_evaluate(args: argparse.Namespace) -> int:
                          "give the folder `cinebrain neurons train` wrote")
     config = load_neuron_config(folder.config, {"out": str(run.resolve()),
                                                 "train.device": args.device})
+    if args.config_file:  # its scores and baseline replace the run's
+        from cinebrain.config.neurons import validate_neuron_config
+
+        given = load_neuron_config(args.config_file, {"out": str(run.resolve())})
+        config = validate_neuron_config(
+            {**config.model_dump(mode="json"), "evaluate": given.evaluate.model_dump(mode="json"),
+             "baseline": given.baseline.model_dump(mode="json")}, args.config_file)
     set_threads(args.global_threads or config.threads)
     from cinebrain.pipelines import neurons
 
@@ -722,6 +729,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = neurons_sub.add_parser("evaluate", help="score a trained neuron run's test trials again "
                                "(after changing its evaluate or baseline options)")
     p.add_argument("run", help="run folder written by `cinebrain neurons train`")
+    p.add_argument("--config", dest="config_file", metavar="CONFIG",
+                   help="a neuron run config whose evaluate and baseline sections replace the "
+                   "run's (its other sections are ignored)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="prediction device "
                    "(default: the run's train.device)")
     p.set_defaults(func=_cmd_neurons_evaluate)

@@ -217,8 +217,6 @@ def load_neuron_config(path: str | os.PathLike | None = None,
     """Read a YAML neuron run config, apply dotted-key ``overrides`` (None values are not
     given), validate. Paths in the file are relative to it; ``out`` and ``sessions`` given
     as overrides are relative to the working folder."""
-    from cinebrain.config import config_error
-
     data: dict[str, Any] = {}
     where = str(path) if path else "command line"
     if path:
@@ -250,6 +248,14 @@ def load_neuron_config(path: str | os.PathLike | None = None,
         elif dotted == "sessions" and isinstance(value, list):
             value = [os.path.abspath(v) for v in value]
         node[parts[-1]] = value
+    return validate_neuron_config(data, where)
+
+
+def validate_neuron_config(data: dict[str, Any], where: str) -> NeuronRunConfig:
+    """``data`` validated as a :class:`NeuronRunConfig`; a one-line :class:`ConfigError`
+    naming ``where`` and the key otherwise."""
+    from cinebrain.config import config_error
+
     try:
         return NeuronRunConfig.model_validate(data)
     except ValidationError as e:

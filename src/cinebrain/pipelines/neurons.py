@@ -712,5 +712,6 @@ def evaluate(config: NeuronRunConfig, log: Log = _print, data: NeuronData | None
                 summary["overall"][who] = {name: _stat(np.concatenate(v)) for name, v in by_name.items()}
         summary["seconds"] = round(time.perf_counter() - t0, 1)
         write_json(st.summary, summary)
+        save_neuron_config(config, st.config)
         st.info = {"sessions": [s.name for s in data.sessions]}
     return summary
