@@ -324,6 +324,10 @@ def train(config: NeuronRunConfig, log: Log = _print, resume: bool = False,
     torch.manual_seed(config.train.seed)  # the initial weights: one run, one model
     model = build_model(config, data)
     train_ds, val_ds = _datasets(config, data)
+    for part, ds in (("training", train_ds), ("validation", val_ds)):
+        if ds.dropped:
+            log(f"  {len(ds.dropped)} {part} trial(s) shorter than {config.data.frames} frames "
+                "left out (data.frames is longer than they are)")
     n_params = sum(p.numel() for p in model.parameters())
     log(f"  model: {config.model.core} core, {n_params / 1e6:.3f} M parameters; "
         f"{len(train_ds)} training / {len(val_ds)} validation windows of {config.data.frames} frames")
@@ -616,6 +620,8 @@ def evaluate(config: NeuronRunConfig, log: Log = _print, data: NeuronData | None
 
     from cinebrain.data.neurons import SessionStats
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0:
+        return {}  # under torchrun rank 0 alone scores and writes
     _threads(config)
     t0 = time.perf_counter()
     run = RunFolder(config.out)
