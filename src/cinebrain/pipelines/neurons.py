@@ -158,6 +158,11 @@ def load_sessions(config: NeuronRunConfig, log: Log = _print) -> list[NeuronSess
             raise InputError(s.source, f"session name {s.name!r} is also the name of "
                              f"{names[s.name]}", "give each session its own name")
         names[s.name] = str(s.source)
+        low = min(float(r.min()) for r in s.responses if r.size)
+        if low < 0:
+            raise InputError(s.source, f"responses go down to {low:g}: the Poisson loss needs "
+                             "spike counts or non-negative activity",
+                             "give counts, or deconvolved calcium activity clipped at 0")
         for tier in ("train", "test"):
             if len(s.trials(tier)) == 0:
                 raise InputError(s.source, f"has no {tier} trials",

@@ -57,6 +57,8 @@ COMMAND = {
     "evaluate": "cinebrain evaluate",
     "report": "cinebrain report",
     "train": "cinebrain train",
+    "neurons-train": "cinebrain neurons train",
+    "neurons-evaluate": "cinebrain neurons evaluate",
 }
 
 _STAGING_PREFIX = ".staging-"
