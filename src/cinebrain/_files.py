@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,34 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield a hidden sibling folder to fill; rename it onto ``folder`` once complete
+    (an existing ``folder`` is replaced only then), remove it on failure: nothing
+    half-written is ever at ``folder``. Whether an existing ``folder`` may be replaced is
+    the caller's to check first."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
+    try:
+        yield tmp
+        # mkdtemp creates 0700 folders; give the result the permissions of a plain mkdir
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        if folder.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old",
+                                          dir=folder.parent))
+            os.replace(folder, trash / "old")
+            os.replace(tmp, folder)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

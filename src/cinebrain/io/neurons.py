@@ -62,13 +62,12 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from cinebrain._files import atomic_folder
 from cinebrain.errors import InputError
 
 TIERS = ("train", "validation", "test")
@@ -209,12 +208,6 @@ def _strings(values, where, what: str) -> np.ndarray:
     return np.asarray(out, dtype=str) if out else np.zeros(0, dtype="<U1")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
 def _atomic_folder(folder: Path, overwrite: bool):
     """Yield a hidden sibling folder; rename it onto ``folder`` once complete."""
@@ -224,22 +217,8 @@ def _atomic_folder(folder: Path, overwrite: bool):
         if any(folder.iterdir()) and not overwrite:
             raise InputError(folder, "already exists and is not empty",
                              "choose a new folder or pass overwrite=True")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
-        if folder.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old",
-                                          dir=folder.parent))
-            os.replace(folder, trash / "old")
-            os.replace(tmp, folder)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # --------------------------------------------------------------------------- Sensorium

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cinebrain._files import atomic_folder
 from cinebrain.data.simulate.stimulus import BIN_S, GRID_W, N_MELS, SR, _write_stimulus
 from cinebrain.data.simulate.truth import (
     REGIONS,
@@ -225,9 +224,7 @@ def simulate_study(
         )
     if out_dir.exists() and not overwrite:
         raise InputError(out_dir, "already exists", "choose a new folder or pass overwrite=True")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:
         _simulate_into(
             tmp,
             n_subjects,
@@ -243,19 +240,6 @@ def simulate_study(
             float(fixation),
             float(tail),
         )
-        os.chmod(tmp, 0o777 & ~_umask())
-        if out_dir.exists():
-            trash = Path(
-                tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent)
-            )
-            os.replace(out_dir, trash / "old")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir / "study.yaml"
 
 

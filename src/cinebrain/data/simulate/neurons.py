@@ -48,8 +48,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -58,6 +56,7 @@ import numpy as np
 import scipy.fft
 from scipy.signal import lfilter
 
+from cinebrain._files import atomic_folder
 from cinebrain.errors import InputError
 from cinebrain.io.neurons import NeuronSession, write_sensorium
 
@@ -554,9 +553,7 @@ def write_neuron_study(out_dir: str | os.PathLike, *, overwrite: bool = False, n
     if nwb:
         from cinebrain.io.nwb import write_nwb_session
     sessions, truth = simulate_neuron_study(**kwargs)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:
         for s in sessions:
             write_sensorium(s, tmp / s.name)
             if nwb:
@@ -567,18 +564,4 @@ def write_neuron_study(out_dir: str | os.PathLike, *, overwrite: bool = False, n
         with open(tmp / "truth.npz", "wb") as f:
             np.savez_compressed(f, **_truth_arrays(truth))
         (tmp / "truth.json").write_text(json.dumps(_truth_json(truth, sessions), indent=1) + "\n")
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o777 & ~mask)
-        if out_dir.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old",
-                                          dir=out_dir.parent))
-            os.replace(out_dir, trash / "old")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
