@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from cinebrain._files import hash_inputs, write_text
 from cinebrain.config.autoencoder import AUTOENCODER_TRAINING, AutoencoderRunConfig
-from cinebrain.config.base import Section
+from cinebrain.config.base import Section, read_config_file
 from cinebrain.config.features import FeaturesConfig
 from cinebrain.config.neurons import NEURON_TRAINING, NeuronRunConfig, load_neuron_config
 from cinebrain.config.ridge import AlignmentConfig, EvaluateConfig, ModelConfig, SplitConfig
@@ -142,17 +142,7 @@ def load_config(path: str | os.PathLike | None, overrides: dict[str, Any] | None
     where = str(path) if path else "command line"
     if path:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(p, "config file not found", "check the path")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            line = getattr(getattr(e, "problem_mark", None), "line", None)
-            at = f" at line {line + 1}" if line is not None else ""
-            raise ConfigError(p, f"not valid YAML{at}", "fix the syntax") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(p, "a config must be a mapping of keys to values", "see `cinebrain fit --help`")
-        data = loaded
+        data = read_config_file(p, "cinebrain fit")
         _absolute_paths(data, p.parent)
     for dotted, value in (overrides or {}).items():
         if value is None:

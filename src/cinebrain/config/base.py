@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
 from pydantic import BaseModel, ConfigDict
+
+from cinebrain.errors import ConfigError
 
 
 class Section(BaseModel):
@@ -21,3 +28,21 @@ def unused_option(section: BaseModel, name: str, unused: bool, why: str) -> None
     if value != default:
         raise ValueError(f"{name} {value!r} would not be applied: {why}; remove it (its "
                          f"default is {default!r}) or change that option")
+
+
+def read_config_file(path: str | os.PathLike, command: str) -> dict[str, Any]:
+    """The mapping a YAML config file holds; one-line errors for a missing file, bad YAML
+    (with its line) and a file that is not a mapping (pointing at ``command --help``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(p, "config file not found", "check the path")
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        at = f" at line {line + 1}" if line is not None else ""
+        raise ConfigError(p, f"not valid YAML{at}", "fix the syntax") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(p, "a config must be a mapping of keys to values",
+                          f"see `{command} --help`")
+    return loaded

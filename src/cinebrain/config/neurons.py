@@ -18,7 +18,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from cinebrain._files import write_text
-from cinebrain.config.base import Section, unused_option
+from cinebrain.config.base import Section, read_config_file, unused_option
 from cinebrain.errors import ConfigError
 from cinebrain.train import TrainConfig
 
@@ -221,18 +221,7 @@ def load_neuron_config(path: str | os.PathLike | None = None,
     where = str(path) if path else "command line"
     if path:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(p, "config file not found", "check the path")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            line = getattr(getattr(e, "problem_mark", None), "line", None)
-            at = f" at line {line + 1}" if line is not None else ""
-            raise ConfigError(p, f"not valid YAML{at}", "fix the syntax") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(p, "a config must be a mapping of keys to values",
-                              "see `cinebrain neurons train --help`")
-        data = loaded
+        data = read_config_file(p, "cinebrain neurons train")
         _absolute(data, p.parent)
     for dotted, value in (overrides or {}).items():
         if value is None:
