@@ -130,7 +130,9 @@ class GaussianReadout(nn.Module):
     the core's map covers the screen, as the neuron simulator places receptive fields;
     beyond the edge cells' centres the edge value is read) and bilinear interpolation. Neuron n has a mean position
     ``mu[n]`` (initialised uniformly in [-init_mu_range, init_mu_range]^2) and a spread
-    ``sigma[n]`` (per axis, initialised to ``init_sigma``). In training the position is
+    ``sigma[n]`` (per axis, initialised to ``init_sigma``, by default 0.1 grid units, a twentieth of
+    the map's width: from 0.3 the sampling noise drowns the gradient of ``mu`` and positions
+    barely move). In training the position is
     ``mu + sigma * eps`` with ``eps ~ N(0, 1)`` drawn afresh per sample and forward pass
     (reparameterised, so mu and sigma both learn; one draw serves all frames of a sample);
     in evaluation it is ``mu``. The shifter's ``shift`` (per sample and frame) is added to
@@ -152,7 +154,7 @@ class GaussianReadout(nn.Module):
         n_neurons: int,
         *,
         init_mu_range: float = 0.2,
-        init_sigma: float = 0.3,
+        init_sigma: float = 0.1,
         bias_init=None,
         shift: bool = True,
         nonlinearity: str = "softplus",
