@@ -90,6 +90,11 @@ class NeuronModelConfig(Section):
                          "loss and the validation r (the causal core's warm-up)")
     readout: dict[str, Any] = Field(default_factory=dict, description="GaussianReadout options "
                                     "(init_mu_range, init_sigma)")
+    init_positions: Literal["energy", "random"] = Field(
+        "energy", description="where the readout positions start: energy (each neuron at "
+        "the pixel whose contrast energy two frames earlier best correlates with its response "
+        "on the training trials, cinebrain.data.neurons.energy_positions) or random (uniform "
+        "in readout.init_mu_range around the centre)")
     modulator_hidden: int = Field(16, ge=1, description="hidden units of the modulators")
     shifter_hidden: int = Field(5, ge=1, description="hidden units of the shifters")
 

@@ -185,6 +185,59 @@ def repeated_test_clips(session: NeuronSession,
 
 
 # ---------------------------------------------------------------------------- statistics
+def energy_positions(session: NeuronSession, trials: Sequence[int], *, lag: int = 2,
+                     smooth: float = 1.0) -> np.ndarray:
+    """A starting screen position ``(n_neurons, 2)`` (x, y) for each neuron's readout: the
+    pixel where local contrast energy ``lag`` frames earlier correlates best with the
+    neuron's response, over the frames of ``trials`` (training trials only).
+
+    Contrast energy per pixel is the squared temporal change plus the squared deviation from
+    a local mean (Gaussian, 2 pixels), smoothed by ``smooth`` pixels: it drives simple and
+    complex cells alike, whatever their orientation and phase. Positions are in screen
+    coordinates, pixel ``(row, col)`` of ``H x W`` at ``((col + .5) / W * 2 - 1,
+    (row + .5) / H * 2 - 1)``, as :class:`cinebrain.nn.readouts.GaussianReadout` reads them.
+    A neuron with no response variance gets the screen's centre.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    if lag < 0:
+        raise ValueError(f"lag must be >= 0, got {lag}")
+    h, w = session.frame_shape
+    n = session.n_neurons
+    cross = np.zeros((n, h * w))
+    e_sum, e_sq = np.zeros(h * w), np.zeros(h * w)
+    y_sum, y_sq = np.zeros(n), np.zeros(n)
+    count = 0
+    for t in trials:
+        v = np.asarray(session.videos[t], dtype=np.float32)
+        if v.shape[0] <= lag:
+            continue
+        v = (v - v.mean()) / (v.std() + 1e-6)
+        change = np.diff(v, axis=0, prepend=v[:1])
+        energy = gaussian_filter(change**2 + (v - gaussian_filter(v, (0, 2, 2))) ** 2,
+                                 (0, smooth, smooth))
+        e = energy[: len(v) - lag].reshape(len(v) - lag, -1).astype(np.float64)
+        y = np.asarray(session.responses[t][lag:], dtype=np.float64)
+        cross += y.T @ e
+        e_sum += e.sum(0)
+        e_sq += (e * e).sum(0)
+        y_sum += y.sum(0)
+        y_sq += (y * y).sum(0)
+        count += e.shape[0]
+    if count < 2:
+        raise ValueError(f"{session.source or session.name}: too few frames after a lag of "
+                         f"{lag} to place the readouts")
+    cov = cross / count - np.outer(y_sum / count, e_sum / count)
+    e_sd = np.sqrt(np.maximum(e_sq / count - (e_sum / count) ** 2, 0.0)) + 1e-12
+    y_sd = np.sqrt(np.maximum(y_sq / count - (y_sum / count) ** 2, 0.0))
+    corr = cov / e_sd[None, :]
+    best = corr.argmax(axis=1)
+    rows, cols = best // w, best % w
+    xy = np.stack([(cols + 0.5) / w * 2 - 1, (rows + 0.5) / h * 2 - 1], axis=1)
+    xy[y_sd < 1e-9] = 0.0
+    return xy.astype(np.float32)
+
+
 @dataclass
 class SessionStats:
     """Normalisation statistics of one session, from its training trials (population

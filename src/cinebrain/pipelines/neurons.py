@@ -257,13 +257,25 @@ def build_model(config: NeuronRunConfig, data: NeuronData):
         options["shifter_hidden"] = m.shifter_hidden
     h, w = data.sessions[0].frame_shape
     try:
-        return make_neuron_model(m.core, _specs(data), core_options=dict(m.core_options),
-                                 frame_shape=(config.data.frames, h, w), **options)
+        model = make_neuron_model(m.core, _specs(data), core_options=dict(m.core_options),
+                                  frame_shape=(config.data.frames, h, w), **options)
     except InputError as e:
         raise ConfigError("model", str(e)) from None
     except (TypeError, ValueError) as e:
         raise ConfigError("model.core_options", f"bad option for the {m.core} core: {e}",
                           "fix model.core_options") from None
+    if m.init_positions == "energy":
+        import torch
+
+        from cinebrain.data.neurons import energy_positions
+
+        # a readout far from its receptive field finds it slowly (its position's gradient is
+        # noisy): start each neuron where contrast energy best predicts it (training trials)
+        with torch.no_grad():
+            for s in data.sessions:
+                xy = energy_positions(s, data.split[s.name]["train"])
+                model.readouts[s.name].mu.copy_(torch.from_numpy(xy))
+    return model
 
 
 def _datasets(config: NeuronRunConfig, data: NeuronData):
