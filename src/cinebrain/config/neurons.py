@@ -140,7 +140,10 @@ class NeuronBaselineConfig(Section):
     trials and scored on the same test trials as the model."""
 
     enabled: bool = Field(True, description="fit and score the frame-ridge baseline")
-    factor: int = Field(4, ge=1, description="block-average factor of the pixels")
+    factor: int | None = Field(
+        None, ge=1, description="block-average factor of the pixels (null: the factor that "
+        "brings the frame's width to about 16 pixels, e.g. 2 for 18 x 32 frames, 4 for 36 x 64; "
+        "finer grids give the ridge more weights than the training frames support)")
     delays: list[int] = Field(default_factory=lambda: list(range(8)),
                               description="frame delays (>= 0: causal)")
     behavior: bool = Field(False, description="append the behaviour columns (undelayed)")
