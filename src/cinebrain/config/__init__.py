@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from cinebrain._files import hash_inputs, write_text
 from cinebrain.config.autoencoder import AUTOENCODER_TRAINING, AutoencoderRunConfig
-from cinebrain.config.base import Section, read_config_file
+from cinebrain.config.base import Section, read_config_file, set_dotted
 from cinebrain.config.features import FeaturesConfig
 from cinebrain.config.neurons import NEURON_TRAINING, NeuronRunConfig, load_neuron_config
 from cinebrain.config.ridge import AlignmentConfig, EvaluateConfig, ModelConfig, SplitConfig
@@ -149,15 +149,9 @@ def load_config(path: str | os.PathLike | None, overrides: dict[str, Any] | None
             continue
         if value is NULL:
             value = None
-        node = data
-        parts = dotted.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(where, f"'{part}' is not a section", "fix the config")
-        if tuple(parts) in PATH_KEYS and isinstance(value, str):  # (not a null)
+        if tuple(dotted.split(".")) in PATH_KEYS and isinstance(value, str):  # (not a null)
             value = os.path.abspath(value)  # a command-line path: relative to the working folder
-        node[parts[-1]] = value
+        set_dotted(data, dotted, value, where)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:

@@ -46,3 +46,15 @@ def read_config_file(path: str | os.PathLike, command: str) -> dict[str, Any]:
         raise ConfigError(p, "a config must be a mapping of keys to values",
                           f"see `{command} --help`")
     return loaded
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+    """Set ``data``'s key ``a.b.c`` (sections made as needed) to ``value``; a key that
+    passes through a value that is not a section is a one-line error at ``where``."""
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(where, f"'{part}' is not a section", "fix the config")
+    node[parts[-1]] = value

@@ -18,7 +18,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from cinebrain._files import write_text
-from cinebrain.config.base import Section, read_config_file, unused_option
+from cinebrain.config.base import Section, read_config_file, set_dotted, unused_option
 from cinebrain.errors import ConfigError
 from cinebrain.train import TrainConfig
 
@@ -234,17 +234,11 @@ def load_neuron_config(path: str | os.PathLike | None = None,
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
-        node = data
-        parts = dotted.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(where, f"'{part}' is not a section", "fix the config")
         if dotted == "out" and isinstance(value, str):
             value = os.path.abspath(value)
         elif dotted == "sessions" and isinstance(value, list):
             value = [os.path.abspath(v) for v in value]
-        node[parts[-1]] = value
+        set_dotted(data, dotted, value, where)
     return validate_neuron_config(data, where)
 
 

@@ -22,7 +22,7 @@ fold and penalty group, no refit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -201,6 +201,27 @@ def _eigen_factors(Ztr: np.ndarray, Zte: np.ndarray, gamma: np.ndarray, sizes: S
     return s, A, right
 
 
+def _surrogate_batches(y: np.ndarray, runs: list[tuple[int, int]], fixed: np.ndarray,
+                       n: int, seed) -> Iterator[np.ndarray]:
+    """The phase surrogates of responses ``y (n_trs, c)``, ``(n_trs, c, b)`` float32 a batch:
+    every run's spectrum rotated by the same random phases for every target
+    (:func:`cinebrain.evaluate.stats._phase_batches` of ``seed``, so the surrogates are
+    those of :func:`cinebrain.evaluate.phase_surrogates`)."""
+    n_trs, c = y.shape
+    spectra = [np.fft.rfft(y[a:b], axis=0) for a, b in runs]
+    batch = max(1, _BATCH_ELEMENTS // (n_trs * c))
+    for phases in _phase_batches(fixed, n, seed, batch):
+        rot = np.exp(1j * phases).T  # (n_bins, b)
+        Ys = np.empty((n_trs, c, phases.shape[0]), np.float32)
+        first = 0
+        for (a, b), spec in zip(runs, spectra, strict=True):
+            nb = spec.shape[0]
+            Ys[a:b] = np.fft.irfft(spec[:, :, None] * rot[first:first + nb, None, :],
+                                   n=b - a, axis=0)
+            first += nb
+        yield Ys
+
+
 def _pooled_r(Yt: np.ndarray, P: np.ndarray) -> np.ndarray:
     """Pearson r along axis -2 of ``(..., n, V)`` arrays."""
     Yt = Yt - Yt.mean(axis=-2, keepdims=True)
@@ -331,17 +352,7 @@ def refit_null_test(X: np.ndarray, Y: np.ndarray, folds: Sequence[RefitFold], *,
         y = Y[:, sl]
         r_obs = _pooled_r(y[test_rows], predict(y[:, :, None], sl)[:, :, 0])
         r[sl] = r_obs
-        spectra = [np.fft.rfft(y[a:b], axis=0) for a, b in runs]
-        batch = max(1, _BATCH_ELEMENTS // (n_trs * y.shape[1]))
-        for phases in _phase_batches(fixed, n_surrogates, seed, batch):
-            rot = np.exp(1j * phases).T  # (n_bins, b)
-            Ys = np.empty((n_trs, y.shape[1], phases.shape[0]), np.float32)
-            first = 0
-            for (a, b), spec in zip(runs, spectra, strict=True):
-                nb = spec.shape[0]
-                Ys[a:b] = np.fft.irfft(spec[:, :, None] * rot[first:first + nb, None, :],
-                                       n=b - a, axis=0)
-                first += nb
+        for Ys in _surrogate_batches(y, runs, fixed, n_surrogates, seed):
             null = _pooled_r(Ys[test_rows].transpose(2, 0, 1),
                              predict(Ys, sl).transpose(2, 0, 1))  # (b, c)
             count[sl] += (null >= r_obs - 1e-12).sum(axis=0)
@@ -490,19 +501,9 @@ def _selection_null(X, Y, folds, selection: Selection, lengths, band_sizes, n_su
             sub = cols[start:start + chunk]
             y = Y[:, sub]
             c = sub.size
-            spectra = [np.fft.rfft(y[a:b], axis=0) for a, b in runs]
-            batch = max(1, _BATCH_ELEMENTS // (n_trs * c))
             parts = []
-            for phases in _phase_batches(fixed, n, round_seed, batch):
-                rot = np.exp(1j * phases).T  # (n_bins, b)
-                b = phases.shape[0]
-                Ys = np.empty((n_trs, c, b), np.float32)
-                first = 0
-                for (a, e), spec in zip(runs, spectra, strict=True):
-                    nb = spec.shape[0]
-                    Ys[a:e] = np.fft.irfft(spec[:, :, None] * rot[first:first + nb, None, :],
-                                           n=e - a, axis=0)
-                    first += nb
+            for Ys in _surrogate_batches(y, runs, fixed, n, round_seed):
+                b = Ys.shape[2]
                 P = predict(Ys.reshape(n_trs, c * b)).reshape(test_rows.size, c, b)
                 parts.append(_pooled_r(Ys[test_rows].transpose(2, 0, 1), P.transpose(2, 0, 1)))
             yield sub, np.concatenate(parts)
