@@ -35,7 +35,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import matmul_gflops, sync  # noqa: E402  (benchmarks/train.py: the same peak)
+from train import describe_device, matmul_gflops, sync  # noqa: E402  (benchmarks/train.py: the same peak)
 
 from cinebrain.data.neurons import NeuronClipDataset, normalization_stats  # noqa: E402
 from cinebrain.io.neurons import NeuronSession  # noqa: E402
@@ -141,14 +141,7 @@ def main() -> None:
         args.frames, args.neurons, args.trials = 16, 50, 4
     args.trials = max(args.trials, -(-args.batch_size // 2))  # one batch per epoch at least
     sizes = [512, 1024] if args.quick else ([4096, 8192, 16384] if cuda else [1024, 2048, 3072])
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"cpu, {torch.get_num_threads()} threads"
-    print(f"device: {name}; precision {args.precision}; torch {torch.__version__}")
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    describe_device(device, args.precision)
     per_size = {n: matmul_gflops(n, device, dtype, 3) for n in sizes}
     best = max(per_size, key=per_size.get)
     results = [bench_core(core, args, device, dtype) for core in args.cores]

@@ -54,6 +54,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def describe_device(device: torch.device, precision: str) -> None:
+    """Print the device, precision and load; on a GPU, fp32 means fp32 (no TF32 in matmuls
+    or cuDNN convolutions, here and in training)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"cpu, {torch.get_num_threads()} threads"
+    print(f"device: {name}; precision {precision}; torch {torch.__version__}")
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
 def matmul_gflops(n: int, device: torch.device, dtype: torch.dtype, repeats: int) -> float:
     """Best GFLOP/s of ``torch.matmul`` of two ``(n, n)`` matrices over ``repeats`` timings."""
     g = torch.Generator(device=device).manual_seed(0)
@@ -180,15 +193,7 @@ def main() -> None:
         if cuda
         else [1024, 2048, 3072, 4096]
     )
-    if cuda:
-        # fp32 means fp32, here and in training: no TF32 in matmuls or cuDNN convolutions
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"cpu, {torch.get_num_threads()} threads"
-    print(f"device: {name}; precision {args.precision}; torch {torch.__version__}")
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    describe_device(device, args.precision)
 
     per_size = {n: matmul_gflops(n, device, dtype, args.repeats) for n in sizes}
     print(

@@ -488,12 +488,8 @@ def _find_movie(path: Path, nwb: Any, movie: str | None) -> Any:
             if type(obj) in (ImageSeries, OpticalSeries, IndexSeries):
                 found.append(obj)
     if movie is not None:
-        chosen = [s for s in found if s.name == movie]
-        if not chosen:
-            raise InputError(path, f"no ImageSeries named {movie!r} in stimulus or acquisition "
-                             f"(found: {', '.join(s.name for s in found) or 'none'})",
-                             "pass movie= one of those names")
-        return chosen[0]
+        return _named(path, found, movie, "ImageSeries", "in stimulus or acquisition",
+                      "pass movie= one of those names")
     if not found:
         raise InputError(path, "no ImageSeries or IndexSeries (the movie) in stimulus or "
                          "acquisition",
@@ -918,12 +914,8 @@ def _find_eye(path: Path, nwb: Any, pupil_center: bool | str) -> Any:
     found = [o for o in nwb.objects.values()
              if isinstance(o, SpatialSeries) and isinstance(o.parent, EyeTracking)]
     if isinstance(pupil_center, str):
-        chosen = [s for s in found if s.name == pupil_center]
-        if not chosen:
-            raise InputError(path, f"no EyeTracking SpatialSeries named {pupil_center!r} "
-                             f"(found: {', '.join(s.name for s in found) or 'none'})",
-                             "pass pupil_center= one of those names, True or False")
-        return chosen[0]
+        return _named(path, found, pupil_center, "EyeTracking SpatialSeries", "",
+                      "pass pupil_center= one of those names, True or False")
     if not found:
         return None
     if len(found) > 1:
@@ -973,3 +965,13 @@ def _check_tiers(where: Path, tiers: list[str]) -> None:
     if bad:
         raise InputError(where, f"trials table: unknown tier(s) {', '.join(map(repr, bad))}",
                          f"use {', '.join(TIERS)}")
+
+
+def _named(path: Path, found: list, name: str, what: str, where: str, fix: str):
+    """The object of ``found`` called ``name``, or a one-line error listing the names."""
+    for obj in found:
+        if obj.name == name:
+            return obj
+    place = f" {where}" if where else ""
+    raise InputError(path, f"no {what} named {name!r}{place} "
+                     f"(found: {', '.join(o.name for o in found) or 'none'})", fix)
