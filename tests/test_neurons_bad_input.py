@@ -74,10 +74,10 @@ def test_a_bad_session_is_one_line_and_writes_nothing(what, expected, tmp_path, 
 
 def test_the_good_session_is_accepted(tmp_path):
     """The same layout without the fault reads (so each case above fails for its fault)."""
-    from cinebrain.pipelines.neurons import read_session
+    from cinebrain.io.neurons import read_neuron_session
 
     np.savez(tmp_path / "session.npz", **_arrays())
-    session = read_session(tmp_path / "session.npz")
+    session = read_neuron_session(tmp_path / "session.npz")
     assert session.n_neurons == N and session.n_trials == 3
 
 

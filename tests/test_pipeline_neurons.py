@@ -18,7 +18,7 @@ from scipy import stats
 from cinebrain.cli import main
 from cinebrain.config import load_neuron_config
 from cinebrain.evaluate import neurons as ev
-from cinebrain.io.neurons import NeuronSession, read_sensorium, write_sensorium
+from cinebrain.io.neurons import NeuronSession, read_neuron_session, read_sensorium, write_sensorium
 from cinebrain.pipelines import neurons as pipeline
 
 torch.set_num_threads(1)
@@ -346,7 +346,7 @@ def test_sessions_are_read_by_their_suffix_and_paths_are_relative_to_the_config(
              write_neuron_arrays(session, tmp_path / "m.h5"),
              write_nwb_session(session, tmp_path / "m.nwb")]
     for path in files:
-        other = pipeline.read_session(path)
+        other = read_neuron_session(path)
         assert list(other.tiers) == list(session.tiers), path
         assert other.n_neurons == session.n_neurons and other.n_trials == session.n_trials
         for a, b in zip(other.responses, session.responses, strict=True):

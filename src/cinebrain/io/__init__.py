@@ -12,7 +12,8 @@ problem, the fix) on bad input.
 - :mod:`~cinebrain.io.study`: :class:`Study`, :func:`load_study`, :func:`write_study`,
   :func:`format_validation_error`
 - :mod:`~cinebrain.io.neurons`: :class:`NeuronSession`, :func:`read_sensorium`,
-  :func:`write_sensorium`, :func:`read_neuron_arrays`, :func:`write_neuron_arrays`
+  :func:`write_sensorium`, :func:`read_neuron_arrays`, :func:`write_neuron_arrays`,
+  :func:`read_neuron_session` (any of them by path)
 - :mod:`~cinebrain.io.nwb`: :func:`read_nwb_session`, :func:`write_nwb_session`
 
 Submodules are imported on first use, so ``import cinebrain.io`` stays cheap.
@@ -54,6 +55,7 @@ _EXPORTS = {
     "write_sensorium": "neurons",
     "read_neuron_arrays": "neurons",
     "write_neuron_arrays": "neurons",
+    "read_neuron_session": "neurons",
     "read_nwb_session": "nwb",
     "write_nwb_session": "nwb",
 }

@@ -704,3 +704,31 @@ def read_neuron_arrays(path: str | os.PathLike) -> NeuronSession:
         source=str(path),
     )
     return session.validate()
+
+
+# --------------------------------------------------------------------------- by path
+_SESSION_FIX = ("give a Sensorium 2023 session folder (holding data/ and meta/), an .nwb, "
+                ".npz or .h5 file")
+
+
+def read_neuron_session(path: str | os.PathLike) -> NeuronSession:
+    """One session by its path: a folder is a Sensorium 2023 session
+    (:func:`read_sensorium`), ``.nwb`` an NWB file
+    (:func:`cinebrain.io.nwb.read_nwb_session`), ``.npz`` / ``.h5`` / ``.hdf5`` plain
+    arrays (:func:`read_neuron_arrays`). Raises :class:`InputError` naming the path."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "does not exist", "check the path in sessions")
+    if p.is_dir():
+        if not (p / "data").is_dir() or not (p / "meta").is_dir():
+            raise InputError(p, "is a folder but not a Sensorium session (no data/ and meta/)",
+                             _SESSION_FIX)
+        return read_sensorium(p)
+    suffix = p.suffix.lower()
+    if suffix == ".nwb":
+        from cinebrain.io.nwb import read_nwb_session
+
+        return read_nwb_session(p)
+    if suffix in (".npz", ".h5", ".hdf5"):
+        return read_neuron_arrays(p)
+    raise InputError(p, f"has suffix {suffix or '(none)'!r}", _SESSION_FIX)

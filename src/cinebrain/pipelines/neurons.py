@@ -54,7 +54,6 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,8 +61,8 @@ import numpy as np
 from cinebrain._files import hash_inputs, save_npy, write_json
 from cinebrain.config.neurons import NeuronRunConfig, save_neuron_config
 from cinebrain.errors import ConfigError, InputError
-from cinebrain.io.neurons import NeuronSession
-from cinebrain.pipelines.runfolder import RunFolder
+from cinebrain.io.neurons import NeuronSession, read_neuron_session
+from cinebrain.pipelines.runfolder import NeuronFolder, RunFolder
 
 Log = Callable[[str], None]
 
@@ -71,8 +70,6 @@ TRAIN_STAGE = "neurons-train"
 EVALUATE_STAGE = "neurons-evaluate"
 #: Floor of predicted rates in the Poisson log-likelihood (a ridge prediction may be <= 0).
 RATE_FLOOR = 1e-6
-_SENSORIUM_FIX = "give a Sensorium 2023 session folder (holding data/ and meta/), an .nwb, " \
-                 ".npz or .h5 file"
 
 
 def _print(message: str) -> None:
@@ -80,56 +77,7 @@ def _print(message: str) -> None:
 
 
 # --------------------------------------------------------------------------- layout
-class NeuronFolder:
-    """Paths of the neuron family inside a run folder (or a stage's staging folder)."""
-
-    def __init__(self, base: str | os.PathLike):
-        self.base = Path(base) / "neurons"
-
-    @property
-    def train_dir(self) -> Path:
-        """The training engine's folder (checkpoints/, metrics.jsonl)."""
-        return self.base
-
-    @property
-    def model_json(self) -> Path:
-        return self.base / "model.json"
-
-    @property
-    def stats_json(self) -> Path:
-        return self.base / "stats.json"
-
-    def prediction(self, session: str, name: str) -> Path:
-        return self.base / "predictions" / session / f"{name}.npy"
-
-    def metric(self, session: str, name: str) -> Path:
-        return self.base / "metrics" / session / f"{name}.npy"
-
-
 # --------------------------------------------------------------------------- sessions
-def read_session(path: str | os.PathLike) -> NeuronSession:
-    """One session by its path: a folder is a Sensorium 2023 session, ``.nwb`` an NWB file,
-    ``.npz`` / ``.h5`` / ``.hdf5`` plain arrays. Raises :class:`InputError` naming the path."""
-    from cinebrain.io.neurons import read_neuron_arrays, read_sensorium
-
-    p = Path(path)
-    if not p.exists():
-        raise InputError(p, "does not exist", "check the path in sessions")
-    if p.is_dir():
-        if not (p / "data").is_dir() or not (p / "meta").is_dir():
-            raise InputError(p, "is a folder but not a Sensorium session (no data/ and meta/)",
-                             _SENSORIUM_FIX)
-        return read_sensorium(p)
-    suffix = p.suffix.lower()
-    if suffix == ".nwb":
-        from cinebrain.io.nwb import read_nwb_session
-
-        return read_nwb_session(p)
-    if suffix in (".npz", ".h5", ".hdf5"):
-        return read_neuron_arrays(p)
-    raise InputError(p, f"has suffix {suffix or '(none)'!r}", _SENSORIUM_FIX)
-
-
 def _downsample(session: NeuronSession, factor: int) -> NeuronSession:
     if factor == 1:
         return session
@@ -151,7 +99,7 @@ def _downsample(session: NeuronSession, factor: int) -> NeuronSession:
 def load_sessions(config: NeuronRunConfig, log: Log = _print) -> list[NeuronSession]:
     """Every session of the config, read and validated, frames downsampled as configured;
     names unique, frame sizes and behaviour columns equal across sessions."""
-    sessions = [_downsample(read_session(p), config.data.downsample) for p in config.sessions]
+    sessions = [_downsample(read_neuron_session(p), config.data.downsample) for p in config.sessions]
     names: dict[str, str] = {}
     for s in sessions:
         if s.name in names:

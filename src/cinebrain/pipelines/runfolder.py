@@ -161,6 +161,32 @@ class _Layout:
         return AutoencoderFolder(self.base / "autoencoder")
 
 
+class NeuronFolder:
+    """Paths of the neuron family inside a run folder (or a stage's staging folder)."""
+
+    def __init__(self, base: str | os.PathLike):
+        self.base = Path(base) / "neurons"
+
+    @property
+    def train_dir(self) -> Path:
+        """The training engine's folder (checkpoints/, metrics.jsonl)."""
+        return self.base
+
+    @property
+    def model_json(self) -> Path:
+        return self.base / "model.json"
+
+    @property
+    def stats_json(self) -> Path:
+        return self.base / "stats.json"
+
+    def prediction(self, session: str, name: str) -> Path:
+        return self.base / "predictions" / session / f"{name}.npy"
+
+    def metric(self, session: str, name: str) -> Path:
+        return self.base / "metrics" / session / f"{name}.npy"
+
+
 class AutoencoderFolder:
     """Paths of the multimodal autoencoder inside a run folder::
 
