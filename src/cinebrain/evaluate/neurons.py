@@ -18,6 +18,8 @@ Arrays are frames first. ``responses``/``predictions``: a list of ``(T_i, N)`` t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from cinebrain.errors import InputError
@@ -154,3 +156,81 @@ def rf_map(position, sigma: float, shape: tuple[int, int]) -> np.ndarray:
 def rf_centre_error(est, true) -> np.ndarray:
     """Euclidean distance between estimated and true ``(N, 2)`` centres in screen units."""
     return np.linalg.norm(np.asarray(est, float) - np.asarray(true, float), axis=-1).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- whole sessions
+#: Floor of predicted rates in the Poisson log-likelihood (a ridge prediction may be <= 0).
+RATE_FLOOR = 1e-6
+
+
+def shuffle_order(lengths: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+    """For each trial, the trial whose behaviour it gets: a permutation among trials of the
+    same length (:func:`cinebrain.evaluate.neurons.shuffle_behavior` within each length)."""
+    lengths = np.asarray(lengths)
+    order = np.arange(len(lengths))
+    for n in np.unique(lengths):
+        idx = np.flatnonzero(lengths == n)
+        order[idx] = shuffle_behavior(list(idx), rng)
+    return order
+
+
+def repeat_arrays(trials: Sequence[np.ndarray], clip_ids: Sequence[str], skip: int
+                  ) -> tuple[np.ndarray | None, list[list[int]]]:
+    """Positions of the repeats used by the repeat scores, and their stacking: for every clip
+    shown at least twice, its first ``k`` trials (``k`` the fewest repeats of any such
+    clip), each cut to the clip's shortest repeat, ``skip`` leading frames dropped, clips
+    concatenated in time. Returns ``((1, k, sum T_c, N) array or None, groups)``."""
+    clip_ids = [str(c) for c in clip_ids]
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(clip_ids):
+        groups.setdefault(c, []).append(i)
+    repeated = [g for g in groups.values() if len(g) >= 2]
+    if not repeated:
+        return None, []
+    k = min(len(g) for g in repeated)
+    chosen = [g[:k] for g in repeated]
+    blocks = []
+    for g in chosen:
+        length = min(trials[i].shape[0] for i in g)
+        if length <= skip:
+            continue
+        blocks.append(np.stack([np.asarray(trials[i][skip:length], np.float64) for i in g]))
+    if not blocks:
+        return None, []
+    return np.concatenate(blocks, axis=1)[None], chosen
+
+
+def score_trials(responses: Sequence[np.ndarray], predictions: Sequence[np.ndarray],
+                 clip_ids: Sequence[str], *, skip: int, null_rate: np.ndarray,
+                 metrics: Sequence[str], shuffled: Sequence[np.ndarray] | None = None
+                 ) -> dict[str, np.ndarray]:
+    """Per-neuron scores of one session's test trials ``(T_i, N)``, ``skip`` leading frames
+    of every trial left out: ``single_trial_r`` (every trial's frames concatenated);
+    ``correlation_to_average``, ``feve``, ``ccnorm``, ``oracle_r`` on the repeated clips
+    (:func:`repeat_arrays`); ``bits_per_spike`` against ``null_rate`` (each neuron's mean
+    training rate), predictions floored at :data:`RATE_FLOOR`; ``behavior_shuffle_drop``,
+    the single-trial r lost with ``shuffled`` (predictions with the behaviour of other
+    trials, e.g. by :func:`shuffle_order`). ``metrics`` names the scores to compute."""
+    n = responses[0].shape[1]
+    nan = np.full(n, np.nan, np.float32)
+    out: dict[str, np.ndarray] = {}
+    r = single_trial_correlation(responses, predictions, skip=skip)
+    if "single_trial_r" in metrics:
+        out["single_trial_r"] = r
+    rep_y, groups = repeat_arrays(responses, clip_ids, skip)
+    rep_p = repeat_arrays(predictions, clip_ids, skip)[0] if rep_y is not None else None
+    for name, fn in (("correlation_to_average", correlation_to_average),
+                     ("feve", fraction_explainable_variance_explained),
+                     ("ccnorm", normalized_correlation)):
+        if name in metrics:
+            out[name] = nan.copy() if rep_y is None else fn(rep_y, rep_p)
+    if "oracle_r" in metrics:
+        out["oracle_r"] = nan.copy() if rep_y is None else oracle_correlation(rep_y)
+    if "bits_per_spike" in metrics:
+        out["bits_per_spike"] = poisson_bits_per_spike(
+            [y[skip:] for y in responses],
+            [np.maximum(p[skip:], RATE_FLOOR) for p in predictions], null_rates=null_rate)
+    if "behavior_shuffle_drop" in metrics and shuffled is not None:
+        out["behavior_shuffle_drop"] = (r - single_trial_correlation(
+            responses, shuffled, skip=skip)).astype(np.float32)
+    return out

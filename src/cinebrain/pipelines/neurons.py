@@ -19,7 +19,7 @@ trial left out of all of them:
   the clips' frames concatenated in time (the pooled form of each formula); the
   predictions averaged over those repeats;
 - ``bits_per_spike``: Poisson log-likelihood gain over each neuron's mean training rate,
-  the predicted rates floored at :data:`RATE_FLOOR`;
+  the predicted rates floored at :data:`cinebrain.evaluate.neurons.RATE_FLOOR`;
 - ``behavior_shuffle_drop``: ``single_trial_r`` minus the same r with the behaviour and eye
   position of each test trial given to another test trial of the same length.
 
@@ -61,6 +61,7 @@ import numpy as np
 from cinebrain._files import hash_inputs, save_npy, write_json
 from cinebrain.config.neurons import NeuronRunConfig, save_neuron_config
 from cinebrain.errors import ConfigError, InputError
+from cinebrain.evaluate.neurons import repeat_arrays, score_trials, shuffle_order
 from cinebrain.io.neurons import NeuronSession, read_neuron_session
 from cinebrain.pipelines.runfolder import NeuronFolder, RunFolder
 
@@ -68,8 +69,6 @@ Log = Callable[[str], None]
 
 TRAIN_STAGE = "neurons-train"
 EVALUATE_STAGE = "neurons-evaluate"
-#: Floor of predicted rates in the Poisson log-likelihood (a ridge prediction may be <= 0).
-RATE_FLOOR = 1e-6
 
 
 def _print(message: str) -> None:
@@ -478,78 +477,6 @@ def predict_trials(model, sessions, trials: dict[str, np.ndarray], stats, *,
                              pupil[start:stop], device)
                 pred[keep:stop] = r[keep - start:]
             out[name].append(pred)
-    return out
-
-
-def shuffle_order(lengths: Sequence[int], rng: np.random.Generator) -> np.ndarray:
-    """For each trial, the trial whose behaviour it gets: a permutation among trials of the
-    same length (:func:`cinebrain.evaluate.neurons.shuffle_behavior` within each length)."""
-    from cinebrain.evaluate.neurons import shuffle_behavior
-
-    lengths = np.asarray(lengths)
-    order = np.arange(len(lengths))
-    for n in np.unique(lengths):
-        idx = np.flatnonzero(lengths == n)
-        order[idx] = shuffle_behavior(list(idx), rng)
-    return order
-
-
-# --------------------------------------------------------------------------- scores
-def repeat_arrays(trials: Sequence[np.ndarray], clip_ids: Sequence[str], skip: int
-                  ) -> tuple[np.ndarray | None, list[list[int]]]:
-    """Positions of the repeats used by the repeat scores, and their stacking: for every clip
-    shown at least twice, its first ``k`` trials (``k`` the fewest repeats of any such
-    clip), each cut to the clip's shortest repeat, ``skip`` leading frames dropped, clips
-    concatenated in time. Returns ``((1, k, sum T_c, N) array or None, groups)``."""
-    clip_ids = [str(c) for c in clip_ids]
-    groups: dict[str, list[int]] = {}
-    for i, c in enumerate(clip_ids):
-        groups.setdefault(c, []).append(i)
-    repeated = [g for g in groups.values() if len(g) >= 2]
-    if not repeated:
-        return None, []
-    k = min(len(g) for g in repeated)
-    chosen = [g[:k] for g in repeated]
-    blocks = []
-    for g in chosen:
-        length = min(trials[i].shape[0] for i in g)
-        if length <= skip:
-            continue
-        blocks.append(np.stack([np.asarray(trials[i][skip:length], np.float64) for i in g]))
-    if not blocks:
-        return None, []
-    return np.concatenate(blocks, axis=1)[None], chosen
-
-
-def score_trials(responses: Sequence[np.ndarray], predictions: Sequence[np.ndarray],
-                 clip_ids: Sequence[str], *, skip: int, null_rate: np.ndarray,
-                 metrics: Sequence[str], shuffled: Sequence[np.ndarray] | None = None
-                 ) -> dict[str, np.ndarray]:
-    """Per-neuron scores of one session's test trials (see the module docstring)."""
-    from cinebrain.evaluate import neurons as ev
-
-    n = responses[0].shape[1]
-    nan = np.full(n, np.nan, np.float32)
-    out: dict[str, np.ndarray] = {}
-    r = ev.single_trial_correlation(responses, predictions, skip=skip)
-    if "single_trial_r" in metrics:
-        out["single_trial_r"] = r
-    rep_y, groups = repeat_arrays(responses, clip_ids, skip)
-    rep_p = repeat_arrays(predictions, clip_ids, skip)[0] if rep_y is not None else None
-    for name, fn in (("correlation_to_average", ev.correlation_to_average),
-                     ("feve", ev.fraction_explainable_variance_explained),
-                     ("ccnorm", ev.normalized_correlation)):
-        if name in metrics:
-            out[name] = nan.copy() if rep_y is None else fn(rep_y, rep_p)
-    if "oracle_r" in metrics:
-        out["oracle_r"] = nan.copy() if rep_y is None else ev.oracle_correlation(rep_y)
-    if "bits_per_spike" in metrics:
-        out["bits_per_spike"] = ev.poisson_bits_per_spike(
-            [y[skip:] for y in responses],
-            [np.maximum(p[skip:], RATE_FLOOR) for p in predictions], null_rates=null_rate)
-    if "behavior_shuffle_drop" in metrics and shuffled is not None:
-        out["behavior_shuffle_drop"] = (r - ev.single_trial_correlation(
-            responses, shuffled, skip=skip)).astype(np.float32)
     return out
 
 
