@@ -19,6 +19,7 @@ from cinebrain.cli import main
 from cinebrain.config import load_neuron_config
 from cinebrain.evaluate import neurons as ev
 from cinebrain.io.neurons import NeuronSession, read_neuron_session, read_sensorium, write_sensorium
+from cinebrain.models.neurons import predict_trials
 from cinebrain.pipelines import neurons as pipeline
 
 torch.set_num_threads(1)
@@ -197,7 +198,7 @@ def test_model_uses_the_video(trained, study):
     model, _ = pipeline.load_model(config)
     data = pipeline.prepare(config)
     test = data.part("test")
-    real = pipeline.predict_trials(model, data.sessions, test, data.stats)
+    real = predict_trials(model, data.sessions, test, data.stats)
     for s in data.sessions:
         trials = list(test[s.name])
         clips = [str(s.clip_ids[t]) for t in trials]
@@ -210,7 +211,7 @@ def test_model_uses_the_video(trained, study):
             assert clips[donor[i]] != clips[i]
             videos[t] = s.videos[trials[donor[i]]]
         s.videos = videos
-    control = pipeline.predict_trials(model, data.sessions, test, data.stats)
+    control = predict_trials(model, data.sessions, test, data.stats)
     for s in data.sessions:
         y = [s.responses[t] for t in test[s.name]]
         r = np.nanmedian(ev.single_trial_correlation(y, real[s.name], skip=4))
@@ -256,10 +257,10 @@ def test_evaluate_again_and_windowed_prediction(trained, tmp_path):
     cfg.model.modulator = "mlp"
     torch.manual_seed(0)
     model = pipeline.build_model(cfg, data).eval()
-    whole = pipeline.predict_trials(model, data.sessions, test, data.stats)
-    windows = pipeline.predict_trials(model, data.sessions, test, data.stats, predict_frames=20,
+    whole = predict_trials(model, data.sessions, test, data.stats)
+    windows = predict_trials(model, data.sessions, test, data.stats, predict_frames=20,
                                       burn_in=4)
-    short = pipeline.predict_trials(model, data.sessions, test, data.stats, predict_frames=20,
+    short = predict_trials(model, data.sessions, test, data.stats, predict_frames=20,
                                     burn_in=1)
     for name in whole:
         for a, b in zip(whole[name], windows[name], strict=True):

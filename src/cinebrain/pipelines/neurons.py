@@ -52,7 +52,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +63,7 @@ from cinebrain.config.neurons import NeuronRunConfig, save_neuron_config
 from cinebrain.errors import ConfigError, InputError
 from cinebrain.evaluate.neurons import repeat_arrays, score_trials, shuffle_order
 from cinebrain.io.neurons import NeuronSession, read_neuron_session
+from cinebrain.models.neurons import predict_trials
 from cinebrain.pipelines.runfolder import NeuronFolder, RunFolder
 
 Log = Callable[[str], None]
@@ -395,91 +396,6 @@ def load_model(config: NeuronRunConfig):
 
 
 # --------------------------------------------------------------------------- prediction
-def _trial_inputs(sessions: Sequence[NeuronSession], trials: dict[str, np.ndarray], stats):
-    """Normalised inputs of whole trials, exactly as the training windows are normalised
-    (a one-frame NeuronClipDataset stacks them): ``[(session index, trial, rows)]`` and the
-    dataset."""
-    from cinebrain.data.neurons import NeuronClipDataset
-
-    ds = NeuronClipDataset(sessions, trials, frames=1, stats=stats)
-    out = []
-    w = ds.windows
-    for k, s in enumerate(sessions):
-        for t in trials[s.name]:
-            rows = w[(w[:, 0] == k) & (w[:, 1] == int(t)), 3]
-            out.append((k, int(t), int(rows.min()), int(rows.max()) + 1))
-    return ds, out
-
-
-def _forward(model, ds, k: int, a: int, b: int, behavior: np.ndarray, pupil: np.ndarray,
-             device) -> np.ndarray:
-    """Rates ``(b - a, N)`` of session ``k`` from stacked rows ``[a, b)`` of ``ds``."""
-    import torch
-
-    n = int(ds.n_neurons[k])
-    mask = np.zeros((1, ds.n_max), dtype=bool)
-    mask[0, :n] = True
-    batch = {
-        "video": torch.from_numpy(ds.video[a:b][None, None].copy()),  # (1, 1, T, H, W)
-        "behavior": torch.from_numpy(behavior[None].copy()),  # (1, T, n_b)
-        "pupil_center": torch.from_numpy(pupil[None].copy()),  # (1, T, 2)
-        "mask": torch.from_numpy(mask),
-        "session": torch.tensor([k], dtype=torch.int64),
-    }
-    batch = {key: v.to(device) for key, v in batch.items()}
-    with torch.no_grad():
-        rate = model(batch)["rate"]
-    return rate[0, :, :n].float().cpu().numpy()
-
-
-def _windows(n: int, size: int | None, burn_in: int) -> list[tuple[int, int, int]]:
-    """``(start, stop, keep_from)`` of the prediction windows of an ``n``-frame trial."""
-    if size is None or n <= size:
-        return [(0, n, 0)]
-    step = size - burn_in
-    starts = list(range(0, n - size + 1, step))
-    if starts[-1] + size < n:
-        starts.append(n - size)
-    out, covered = [], 0
-    for s in starts:
-        out.append((s, s + size, covered))
-        covered = s + size
-    return out
-
-
-def predict_trials(model, sessions, trials: dict[str, np.ndarray], stats, *,
-                   predict_frames: int | None = None, burn_in: int = 0,
-                   behavior_order: dict[str, np.ndarray] | None = None) -> dict[str, list[np.ndarray]]:
-    """Predicted rates of whole trials, ``{session: [(T_i, N)]}`` in the order of ``trials``.
-
-    ``predict_frames=None`` runs every trial in one pass; otherwise windows of that many
-    frames, each after the first starting ``burn_in`` frames before the first frame it
-    contributes. ``behavior_order``: per session, for the i-th trial, the position (in
-    ``trials``) of the trial whose behaviour and eye position it gets (a shuffle)."""
-    device = next(model.parameters()).device
-    ds, items = _trial_inputs(sessions, trials, stats)
-    out: dict[str, list[np.ndarray]] = {s.name: [] for s in sessions}
-    by_session: dict[int, list[tuple[int, int]]] = {}
-    for k, _, a, b in items:
-        by_session.setdefault(k, []).append((a, b))
-    for k, rows in by_session.items():
-        name = sessions[k].name
-        order = np.arange(len(rows)) if behavior_order is None else behavior_order[name]
-        for i, (a, b) in enumerate(rows):
-            src_a, src_b = rows[int(order[i])]
-            if src_b - src_a != b - a:
-                raise ValueError("a behaviour shuffle must pair trials of equal length")
-            behavior, pupil = ds.behavior[src_a:src_b], ds.pupil_center[src_a:src_b]
-            n = b - a
-            pred = np.empty((n, int(ds.n_neurons[k])), dtype=np.float32)
-            for start, stop, keep in _windows(n, predict_frames, burn_in):
-                r = _forward(model, ds, k, a + start, a + stop, behavior[start:stop],
-                             pupil[start:stop], device)
-                pred[keep:stop] = r[keep - start:]
-            out[name].append(pred)
-    return out
-
-
 def _stat(values: np.ndarray) -> dict[str, float | None]:
     v = np.asarray(values, np.float64)
     v = v[np.isfinite(v)]
