@@ -185,6 +185,26 @@ def repeated_test_clips(session: NeuronSession,
 
 
 # ---------------------------------------------------------------------------- statistics
+def downsample_session(session: NeuronSession, factor: int) -> NeuronSession:
+    """``session`` with every frame block-averaged by ``factor`` (edge pixels that do not
+    fill a block dropped), in place; responses and behaviour unchanged."""
+    if factor == 1:
+        return session
+    h, w = session.frame_shape
+    h2, w2 = h // factor, w // factor
+    if h2 < 1 or w2 < 1:
+        raise ValueError(f"{factor} is larger than the {h}x{w} frames of "
+                         f"{session.source or session.name}")
+
+    def block(v: np.ndarray) -> np.ndarray:
+        t = v.shape[0]
+        return v[:, :h2 * factor, :w2 * factor].reshape(t, h2, factor, w2, factor).mean(
+            axis=(2, 4), dtype=np.float64).astype(np.float32)
+
+    session.videos = [block(v) for v in session.videos]
+    return session
+
+
 def energy_positions(session: NeuronSession, trials: Sequence[int], *, lag: int = 2,
                      smooth: float = 1.0) -> np.ndarray:
     """A starting screen position ``(n_neurons, 2)`` (x, y) for each neuron's readout: the

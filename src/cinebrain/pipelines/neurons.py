@@ -76,30 +76,19 @@ def _print(message: str) -> None:
     print(message, flush=True)
 
 
-# --------------------------------------------------------------------------- layout
 # --------------------------------------------------------------------------- sessions
-def _downsample(session: NeuronSession, factor: int) -> NeuronSession:
-    if factor == 1:
-        return session
-    h, w = session.frame_shape
-    h2, w2 = h // factor, w // factor
-    if h2 < 1 or w2 < 1:
-        raise ConfigError("data.downsample", f"{factor} is larger than the {h}x{w} frames of "
-                          f"{session.source}", "use a smaller factor")
-
-    def block(v: np.ndarray) -> np.ndarray:
-        t = v.shape[0]
-        return v[:, :h2 * factor, :w2 * factor].reshape(t, h2, factor, w2, factor).mean(
-            axis=(2, 4), dtype=np.float64).astype(np.float32)
-
-    session.videos = [block(v) for v in session.videos]
-    return session
-
-
 def load_sessions(config: NeuronRunConfig, log: Log = _print) -> list[NeuronSession]:
     """Every session of the config, read and validated, frames downsampled as configured;
     names unique, frame sizes and behaviour columns equal across sessions."""
-    sessions = [_downsample(read_neuron_session(p), config.data.downsample) for p in config.sessions]
+    from cinebrain.data.neurons import downsample_session
+
+    try:
+        sessions = [downsample_session(read_neuron_session(p), config.data.downsample)
+                    for p in config.sessions]
+    except InputError:
+        raise
+    except ValueError as e:  # the factor, not the file
+        raise ConfigError("data.downsample", str(e), "use a smaller factor") from None
     names: dict[str, str] = {}
     for s in sessions:
         if s.name in names:
