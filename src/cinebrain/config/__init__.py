@@ -24,6 +24,7 @@ from cinebrain.config.base import Section, read_config_file, set_dotted
 from cinebrain.config.features import FeaturesConfig
 from cinebrain.config.neurons import NEURON_TRAINING, NeuronRunConfig, load_neuron_config
 from cinebrain.config.ridge import AlignmentConfig, EvaluateConfig, ModelConfig, SplitConfig
+from cinebrain.config.videogpt import SweepConfig, VideoGPTRunConfig
 from cinebrain.errors import ConfigError
 
 __all__ = [
@@ -49,7 +50,7 @@ __all__ = [
 ]
 
 #: Keys holding file paths, made absolute on loading.
-PATH_KEYS = (("study",), ("out",), ("evaluate", "rois"))
+PATH_KEYS = (("study",), ("out",), ("evaluate", "rois"), ("sweep", "out"))
 
 
 class _Null:
@@ -73,6 +74,9 @@ STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
     "evaluate": ("subjects", "evaluate"),
     "report": ("evaluate.fdr", "evaluate.rois", "evaluate.roi_labels"),
     "train": ("subjects", "alignment", "split", "autoencoder"),
+    "videogpt-train": ("split", "videogpt.video", "videogpt.vqvae", "videogpt.gpt"),
+    "videogpt-evaluate": ("subjects", "alignment", "model", "split", "videogpt"),
+    "sweep": ("subjects", "alignment", "model", "split", "videogpt", "sweep"),
 }
 
 
@@ -88,6 +92,8 @@ class RunConfig(Section):
     split: SplitConfig = Field(default_factory=SplitConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     autoencoder: AutoencoderRunConfig = Field(default_factory=AutoencoderRunConfig)
+    videogpt: VideoGPTRunConfig = Field(default_factory=VideoGPTRunConfig)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
     report: bool = Field(True, description="build report.html")
     progress: bool = Field(True, description="progress bars")
     threads: int | None = Field(
