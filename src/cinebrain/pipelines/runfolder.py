@@ -21,6 +21,7 @@ A run folder is written by stages (``features``, ``fit``, ``evaluate``, ``report
     summary.json                      the evaluation's headline numbers
     maps/, figures/, report.html      the report
     autoencoder/...                   the multimodal autoencoder (see :class:`AutoencoderFolder`)
+    videogpt/...                      the video models and their features (see :class:`VideoGPTFolder`)
 
 **A stage either finishes or leaves the folder as it was.** :meth:`RunFolder.stage`
 gives the stage a folder of its own (``.staging-<pid>-<stage>-<id>/``, the same layout); only
@@ -59,6 +60,8 @@ COMMAND = {
     "train": "cinebrain train",
     "neurons-train": "cinebrain neurons train",
     "neurons-evaluate": "cinebrain neurons evaluate",
+    "videogpt-train": "cinebrain videogpt train",
+    "videogpt-evaluate": "cinebrain videogpt evaluate",
 }
 
 _STAGING_PREFIX = ".staging-"
@@ -160,6 +163,10 @@ class _Layout:
     def autoencoder(self) -> AutoencoderFolder:
         return AutoencoderFolder(self.base / "autoencoder")
 
+    @property
+    def videogpt(self) -> VideoGPTFolder:
+        return VideoGPTFolder(self.base / "videogpt")
+
 
 class NeuronFolder:
     """Paths of the neuron family inside a run folder (or a stage's staging folder)."""
@@ -253,6 +260,53 @@ class AutoencoderFolder:
         """The reconstructed stimulus of a modality (video.mp4, audio.wav, text.tsv)."""
         ext = {"video": "mp4", "audio": "wav", "text": "tsv"}[modality]
         return self.reconstruction_dir / f"{modality}.{ext}"
+
+
+class VideoGPTFolder:
+    """Paths of the video-model family inside a run folder::
+
+        videogpt/model.json                 both models' configs, the clips, training summaries
+        videogpt/vqvae/                     the VQ-VAE stage's engine folder (checkpoints/, metrics.jsonl)
+        videogpt/gpt/                       the GPT stage's
+        videogpt/samples/<k>_real.mp4, <k>_predicted.mp4, <k>_reconstructed.mp4
+        videogpt/features/<weights>/        feature spaces of every layer (trained, random)
+        videogpt/metrics/<subject>/<weights>__<layer>.npy   held-out r per voxel
+        videogpt/evaluation.json            layer-wise r per region, trained vs random,
+                                            PSNR, codebook usage, next-clip cross-entropy
+    """
+
+    def __init__(self, base: Path):
+        self.base = Path(base)
+
+    @property
+    def model_json(self) -> Path:
+        return self.base / "model.json"
+
+    @property
+    def vqvae_dir(self) -> Path:
+        return self.base / "vqvae"
+
+    @property
+    def gpt_dir(self) -> Path:
+        return self.base / "gpt"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.base / "samples"
+
+    def sample(self, k: int, kind: str) -> Path:
+        """A held-out clip as mp4 (kind: real, predicted, reconstructed)."""
+        return self.samples_dir / f"{k:02d}_{kind}.mp4"
+
+    def features_dir(self, weights: str) -> Path:
+        return self.base / "features" / weights
+
+    def metric(self, subject: str, weights: str, layer: str) -> Path:
+        return self.base / "metrics" / subject / _npy(f"{weights}__{layer}")
+
+    @property
+    def evaluation(self) -> Path:
+        return self.base / "evaluation.json"
 
 
 @dataclass
