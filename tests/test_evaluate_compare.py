@@ -169,3 +169,18 @@ def test_lesion_without_measured_responses_and_subject_means():
     assert list(maps) == ["change", "relative_change"]  # delta_r only where all have it
     np.testing.assert_allclose(maps["change"], (lesion_maps(a)["change"] + lesion_maps(b)["change"]) / 2)
     assert mean_maps([]) == {} and average_lesion_regions([]) == {}
+
+
+def test_paired_comparison_matches_scipy_and_counts():
+    from scipy.stats import wilcoxon
+
+    from cinebrain.evaluate import paired_comparison
+
+    rng = np.random.default_rng(3)
+    b = rng.normal(0.1, 0.05, 300)
+    a = b + rng.normal(0.02, 0.03, 300)
+    out = paired_comparison(a, b)
+    assert out["n"] == 300 and out["fraction_a_better"] == pytest.approx(np.mean(a > b))
+    assert out["wilcoxon_p"] == pytest.approx(wilcoxon(a, b, alternative="greater").pvalue)
+    assert out["wilcoxon_p"] < 1e-6
+    assert paired_comparison(b, a)["wilcoxon_p"] > 0.99

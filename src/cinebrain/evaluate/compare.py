@@ -60,6 +60,33 @@ def compare_regions(r_a: np.ndarray, r_b: np.ndarray | None, regions: Mapping[st
     return rows
 
 
+def paired_comparison(r_a: np.ndarray, r_b: np.ndarray) -> dict:
+    """Two models' held-out r on the same targets, paired across targets.
+
+    Returns the median of each, the median of the differences ``r_a - r_b``, the fraction
+    of targets where ``a`` beats ``b``, and the one-sided Wilcoxon signed-rank p that ``a``
+    is better (scipy's, zero differences dropped as Wilcox did); ``n`` counts the
+    targets where both are finite.
+    """
+    from scipy.stats import wilcoxon
+
+    a, b = np.asarray(r_a, np.float64).ravel(), np.asarray(r_b, np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"r_a and r_b differ in shape: {a.shape} and {b.shape}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    d = a - b
+    p = float("nan")
+    if np.count_nonzero(d) >= 1:
+        p = float(wilcoxon(a, b, alternative="greater", zero_method="wilcox").pvalue)
+    nan = float("nan")
+    return {"n": int(a.size), "median_a": float(np.median(a)) if a.size else nan,
+            "median_b": float(np.median(b)) if b.size else nan,
+            "median_difference": float(np.median(d)) if d.size else nan,
+            "fraction_a_better": float((d > 0).mean()) if d.size else nan,
+            "wilcoxon_p": p}
+
+
 def average_comparison(rows: Sequence[Mapping], names: tuple[str, str] = ("autoencoder", "ridge"),
                        ) -> list[dict]:
     """Subject-averaged :func:`compare_regions` rows, per region in order of appearance:
