@@ -7,6 +7,10 @@
 - :func:`~cinebrain.features.stimulus.extract_stimulus_features`: all of them for a study's
   stimulus (cached), :func:`~cinebrain.features.stimulus.save_feature_spaces` /
   :func:`~cinebrain.features.stimulus.load_feature_spaces`
+- :func:`~cinebrain.features.activations.extract_activations`: named layers of any torch
+  network (forward hooks) over sliding clips of a movie, time-stamped causally;
+  :func:`~cinebrain.features.activations.load_pretrained` loads a Hugging Face model from a
+  local folder (imported from its module: it needs torch)
 - :func:`~cinebrain.features.cache.cached`, :func:`~cinebrain.features.cache.cached_many`
 """
 

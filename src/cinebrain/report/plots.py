@@ -282,6 +282,66 @@ def unique_variance_bars(
     return _png(fig, path)
 
 
+def scaling_plot(points: Sequence[Mapping], x_key: str, x_label: str,
+                 fits: Mapping[str, Mapping] | None = None,
+                 path: str | os.PathLike | None = None) -> bytes:
+    """Held-out r per region against ``x_key`` (log axis), one colour per region, each with
+    its log-linear fit ``r = a + b log10(x)`` (slope and interval in the legend).
+
+    ``points``: rows with ``region``, ``r`` and ``x_key``; ``fits``: region -> the fit's
+    ``slope``, ``intercept``, ``ci`` (:class:`cinebrain.evaluate.scaling.LogLinearFit`).
+    """
+    fig = Figure(figsize=(5.2, 3.6))
+    ax = fig.add_subplot()
+    regions = list(dict.fromkeys(p["region"] for p in points))
+    for i, region in enumerate(regions):
+        xs = np.array([float(p[x_key]) for p in points if p["region"] == region])
+        ys = np.array([float(p["r"]) for p in points if p["region"] == region])
+        colour = f"C{i % 10}"
+        label = region
+        f = (fits or {}).get(region)
+        if f is not None and np.isfinite(f.get("slope", np.nan)):
+            lo, hi = f["ci"]
+            label += (f": slope {f['slope']:.3f} / decade"
+                      + (f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else ""))
+            grid = np.logspace(np.log10(xs.min()), np.log10(xs.max()), 20)
+            ax.plot(grid, f["intercept"] + f["slope"] * np.log10(grid), color=colour, lw=1)
+        ax.plot(xs, ys, "o", color=colour, ms=4, alpha=0.8, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("held-out r (median over voxels)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return _png(fig, path)
+
+
+def layer_profile_plot(rows: Sequence[Mapping], path: str | os.PathLike | None = None) -> bytes:
+    """Median held-out r per layer and region; trained weights solid, random dashed.
+    ``rows``: ``weights``, ``layer``, ``region``, ``median_r``."""
+    fig = Figure(figsize=(5.2, 3.4))
+    ax = fig.add_subplot()
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    regions = list(dict.fromkeys(r["region"] for r in rows))
+    for i, region in enumerate(regions):
+        for weights, style in (("trained", "-o"), ("random", "--")):
+            ys = [next((r["median_r"] for r in rows if r["region"] == region
+                        and r["layer"] == lay and r["weights"] == weights), np.nan)
+                  for lay in layers]
+            if np.all(np.isnan(ys)):
+                continue
+            ax.plot(range(len(layers)), ys, style, color=f"C{i % 10}", ms=4,
+                    label=f"{region} ({weights})")
+    ax.set_xticks(range(len(layers)), [lay.rsplit(".", 1)[-1] for lay in layers])
+    ax.set_xlabel("layer")
+    ax.set_ylabel("held-out r (median)")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, frameon=False, ncol=2)
+    fig.tight_layout()
+    return _png(fig, path)
+
+
 def save_png(data: bytes, path: str | os.PathLike) -> Path:
     """Write PNG bytes to ``path`` atomically."""
     path = Path(path)

@@ -8,6 +8,7 @@ here degrades to a single process: rank 0 of a world of 1.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -80,6 +81,24 @@ def cleanup_distributed() -> None:
         dist.barrier()
         dist.destroy_process_group()
         time.sleep(_DRAIN_S)  # the GIL released: a worker still releasing a collective ends
+
+
+_TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK")
+
+
+@contextlib.contextmanager
+def single_process():
+    """Run the block as a process of its own, outside ``torchrun``'s world: the rank
+    variables are hidden, so a :class:`~cinebrain.train.Trainer` inside trains alone (for
+    independent jobs per rank, such as the cells of a sweep). Refused once this process
+    has joined a process group."""
+    if dist.is_available() and dist.is_initialized():
+        raise RuntimeError("single_process() inside a joined process group")
+    saved = {k: os.environ.pop(k) for k in _TORCHRUN_VARIABLES if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def get_rank() -> int:
