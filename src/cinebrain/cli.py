@@ -436,6 +436,36 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_videogpt_train(args: argparse.Namespace) -> int:
+    config = _stage_config(args, "videogpt-train")
+    from cinebrain.pipelines import videogpt
+
+    videogpt.check(config)  # a bad preset or clip shape fails before the movie is read
+    print(f"[videogpt train] VQ-VAE and GPT on the study's movie, in {config.out}")
+    videogpt.train(config, resume=args.resume)
+    return 0
+
+
+def _cmd_videogpt_evaluate(args: argparse.Namespace) -> int:
+    config = _stage_config(args, "videogpt-evaluate")
+    from cinebrain.pipelines import videogpt
+
+    videogpt.check(config)
+    print(f"[videogpt evaluate] layer features scored by ridge, in {config.out}")
+    videogpt.evaluate(config)
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    config = _stage_config(args, "sweep")
+    from cinebrain.pipelines import sweep
+
+    sweep.check(config)
+    print(f"[sweep] {sweep.n_cells(config)} cells in {sweep.sweep_dir(config)}")
+    sweep.run(config)
+    return 0
+
+
 def _run_config(run: Path) -> RunConfig:
     from cinebrain.pipelines.runfolder import RunFolder
 
@@ -695,6 +725,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p)
     p.add_argument("--resume", action="store_true", help="continue from autoencoder/checkpoints/last.pt")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("videogpt", help="self-supervised video features: a VQ-VAE and a "
+                       "VideoGPT trained on the study's movie, their layers scored by ridge")
+    video_sub = p.add_subparsers(dest="videogpt_command", required=True, metavar="ACTION")
+    p = video_sub.add_parser(
+        "train", help="train the VQ-VAE, then the GPT (next clip from the previous one, the "
+        "VQ-VAE frozen) on the movie of the training runs; held-out PSNR, code usage and "
+        "cross-entropy; sample clips as mp4")
+    _add_config_options(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue from videogpt/{vqvae,gpt}/checkpoints/last.pt")
+    p.set_defaults(func=_cmd_videogpt_train)
+    p = video_sub.add_parser(
+        "evaluate", help="each GPT layer's activations over the movie as a feature space, ridge "
+        "per layer on the training runs, held-out r per voxel and region; against the same "
+        "architecture with random weights")
+    _add_config_options(p)
+    p.set_defaults(func=_cmd_videogpt_evaluate)
+
+    p = sub.add_parser(
+        "sweep", help="a scaling study: a grid over the videogpt options (data fraction, "
+        "hidden size, layers, heads, precision); each cell trains, extracts, fits and scores; "
+        "finished cells are skipped; results.csv and scaling plots")
+    _add_config_options(p)
+    p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("lesion", help="in-silico lesion of a trained autoencoder: NIfTI maps of the "
                        "change in predicted responses, reconstruction loss per modality")

@@ -21,7 +21,7 @@ VQVAE_TRAINING: dict[str, Any] = {
 GPT_TRAINING: dict[str, Any] = {
     "epochs": 20, "batch_size": 16, "lr": 1e-3, "weight_decay": 0.01, "warmup_fraction": 0.05,
     "grad_clip": 1.0, "eval_every_epochs": 1, "drop_last": True,
-    "early_stopping_metric": "val_loss", "early_stopping_mode": "min", "log_every": 20,
+    "early_stopping_metric": "val_cross_entropy", "early_stopping_mode": "min", "log_every": 20,
 }
 VQVAETrainConfig = TrainConfig.with_defaults("VQVAETrainConfig", **VQVAE_TRAINING)
 GPTTrainConfig = TrainConfig.with_defaults("GPTTrainConfig", **GPT_TRAINING)
