@@ -23,21 +23,29 @@ def build(config: RunConfig, log: Log = ridge._print) -> Path:
     from cinebrain.report import build_report
 
     run = RunFolder(config.out)
-    depends = [s for s in ("features", "fit", "evaluate", "train") if run.manifest(s)]
-    if "evaluate" not in depends and "train" not in depends:
+    depends = [s for s in ("features", "fit", "evaluate", "train", "videogpt-train",
+                           "videogpt-evaluate") if run.manifest(s)]
+    if not {"evaluate", "train", "videogpt-train"} & set(depends):
         raise InputError(run.root, "nothing to report yet",
-                         "run `cinebrain evaluate` (or `cinebrain train`) first")
+                         "run `cinebrain evaluate` (or `cinebrain train`, `cinebrain videogpt "
+                         "train`) first")
     subjects: list[str] = []
     for stage in depends:
         m = run.require(stage)
         for s in m.info.get("subjects", []):
-            if stage in ("evaluate", "train") and s not in subjects:
+            if stage in ("evaluate", "train", "videogpt-evaluate") and s not in subjects:
                 subjects.append(s)
     lesions = run.stages("lesion-")
     for stage in lesions:
         run.require(stage)
-    _, _, mask = ridge.read_features(run)
-    modality, rois = ridge.regions_of(config, ridge.load(config), mask)
+    study = ridge.load(config)
+    if "features" in depends:
+        _, _, mask = ridge.read_features(run)
+    else:  # a video-model run: the study's mask
+        from cinebrain.data.study import study_mask
+
+        mask = study_mask(study, subjects or None)
+    modality, rois = ridge.regions_of(config, study, mask)
     regions = comparison_regions(modality, rois) if mask is not None else None
     with run.stage("report", depends=depends + lesions,
                    config_hash=section_hash(config, "evaluate"),

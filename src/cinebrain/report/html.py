@@ -35,9 +35,10 @@ from cinebrain.report.page import (
 )
 from cinebrain.report.ridge import ridge_sections
 from cinebrain.report.tables import esc
+from cinebrain.report.videogpt import videogpt_sections
 
 #: The model families whose sections a report shows by default, in page order.
-FAMILIES: tuple[SectionBuilder, ...] = (ridge_sections, autoencoder_sections)
+FAMILIES: tuple[SectionBuilder, ...] = (ridge_sections, autoencoder_sections, videogpt_sections)
 
 
 def build_report(

@@ -31,6 +31,20 @@ class AutoencoderLayout(Protocol):
     def reconstruction(self, modality: str) -> Path: ...
 
 
+class VideoGPTLayout(Protocol):
+    """Paths of the video models' outputs in a run folder."""
+
+    @property
+    def model_json(self) -> Path: ...
+
+    @property
+    def evaluation(self) -> Path: ...
+
+    def sample(self, k: int, kind: str) -> Path: ...
+
+    def metric(self, subject: str, weights: str, layer: str) -> Path: ...
+
+
 class RunLayout(Protocol):
     """Paths of a run folder (or of a stage's folder with the same layout)."""
 
@@ -62,3 +76,6 @@ class RunLayout(Protocol):
 
     @property
     def autoencoder(self) -> AutoencoderLayout: ...
+
+    @property
+    def videogpt(self) -> VideoGPTLayout: ...
