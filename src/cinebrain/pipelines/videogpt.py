@@ -242,12 +242,15 @@ def train_vqvae_only(config: RunConfig, folder: VideoGPTFolder, log: Log = _prin
     It is trained in a temporary folder renamed into place when it finishes."""
     import os
 
+    import torch
+
     from cinebrain.data.clips import ClipDataset
     from cinebrain.models.vqvae import VQVAE
 
     data = movie_data(config) if data is None else data
     vq_train, vq_val, _, _ = _clip_sets(config, data)
     n = config.videogpt.video.clip_frames
+    torch.manual_seed(config.videogpt.vqvae.train.seed)
     vq = VQVAE(vqvae_config(config))
     tmp = folder.base.parent / f".tmp-{os.getpid()}-{folder.base.name}"
     shutil.rmtree(tmp, ignore_errors=True)
