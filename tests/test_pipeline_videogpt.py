@@ -163,3 +163,32 @@ def test_an_empty_sweep_axis_is_refused(tiny_study, tmp_path, capsys):
     assert main(["sweep", path]) == 2
     err = capsys.readouterr().err
     assert "has no values" in err and len(err.strip().splitlines()) == 1
+
+
+def test_networks_on_disk_become_one_band_per_layer_of_the_ridge_run(trained, tiny_study,
+                                                                     tmp_path):
+    """features.networks: a tiny Hugging Face ViT saved to a folder and the trained video
+    model's run folder; the ridge run fits their layers as bands."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    vit = transformers.ViTModel(transformers.ViTConfig(
+        image_size=32, patch_size=8, num_channels=3, hidden_size=16, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=32))
+    vit.save_pretrained(tmp_path / "vit")
+    tmp, _ = trained
+    cfg = {"study": str(tiny_study), "out": str(tmp_path / "ridge"), "progress": False,
+           "threads": 1,
+           "features": {"video": [], "audio": [], "annotation_text": False,
+                        "annotation_columns": False, "transcript": [],
+                        "networks": [{"name": "vit", "model": "vit", "layers": ["layers.1"],
+                                      "pool": "first", "size": [48, 27], "stride": 4},
+                                     {"name": "gpt", "model": str(tmp / "run"), "stride": 4}]},
+           "model": {"n_iter": 3, "n_alphas": 5, "cv_folds": 3},
+           "evaluate": {"variance_partitioning": False, "n_permutations": 0}}
+    path = tmp_path / "ridge.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["features", str(path)]) == 0
+    assert main(["fit", str(path)]) == 0
+    bands = json.loads(RunFolder(tmp_path / "ridge").bands("sub-01").read_text())
+    assert sorted(bands["bands"]) == ["gpt.attn_stack.blocks.0", "gpt.attn_stack.blocks.1",
+                                      "vit.layers.1"]

@@ -24,7 +24,9 @@ from cinebrain.errors import InputError
 
 #: Keys that are not options of a command: the study and run folder have their own flags;
 #: where the training engine writes and whether it shows progress are set by the pipeline.
-_SKIP = {"study", "out", "autoencoder.train.out_dir", "autoencoder.train.progress"}
+_SKIP = {"study", "out", "autoencoder.train.out_dir", "autoencoder.train.progress",
+         "videogpt.vqvae.train.out_dir", "videogpt.vqvae.train.progress",
+         "videogpt.gpt.train.out_dir", "videogpt.gpt.train.progress"}
 
 
 def _leaf_fields(model: type[BaseModel], prefix: str = ""):
@@ -140,6 +142,10 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif ann is bool:
             kwargs["type"] = wrap(_bool_value)
+        elif origin is list and isinstance(get_args(ann)[0], type) \
+                and issubclass(get_args(ann)[0], BaseModel):
+            kwargs["type"] = _json_option(nullable)  # a list of objects: one JSON list
+            kwargs["help"] = help_ + " [JSON list]"
         elif origin is list:
             (item,) = get_args(ann)
             kwargs["nargs"] = "*"

@@ -174,6 +174,11 @@ def _absolute_paths(data: dict[str, Any], base: Path) -> None:
             value = node[key[-1]]
             if not os.path.isabs(value):
                 node[key[-1]] = str((base / value).resolve())
+    networks = data.get("features", {}).get("networks") if isinstance(data.get("features"), dict) else None
+    for entry in networks if isinstance(networks, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("model"), str) \
+                and not os.path.isabs(entry["model"]):
+            entry["model"] = str((base / entry["model"]).resolve())
 
 
 def config_leaves(data: Any, prefix: str = "") -> dict[str, Any]:

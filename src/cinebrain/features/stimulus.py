@@ -84,8 +84,12 @@ def extract_stimulus_features(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    allow_empty: bool = False,
 ) -> dict[str, FeatureSpace]:
     """Extract the feature spaces of a study's stimulus, in stimulus time.
+
+    ``allow_empty``: return {} rather than refuse a study left with no space (its caller
+    adds spaces of its own, e.g. a network's activations).
 
     Parameters
     ----------
@@ -216,7 +220,7 @@ def extract_stimulus_features(
             tag(res[k], f"transcript.{k}", "text")
         say(f"  transcript features: {', '.join(transcript)}")
 
-    if not spaces:
+    if not spaces and not allow_empty:
         raise InputError(
             f"study {study.name!r}", "no feature space could be extracted",
             "give the study a stimulus (video, audio, annotations or transcript) and enable its features",

@@ -119,7 +119,11 @@ def features(config: RunConfig, log: Log = _print) -> dict:
                        config_hash=section_hash(config, "study", "features", "subjects")) as st:
             spaces = extract_stimulus_features(study, **feature_kwargs(config),
                                                cache_dir=run.cache_dir, progress=config.progress,
-                                               log=log)
+                                               log=log, allow_empty=bool(config.features.networks))
+            if config.features.networks:
+                from cinebrain.pipelines.videogpt import network_spaces
+
+                spaces |= network_spaces(config, study, run.cache_dir, log)
             # Every run against every stream, before anything is committed.
             for s in subjects:
                 run_timings(study, s, spaces)

@@ -467,7 +467,7 @@ def gpt_layers(gpt) -> list[str]:
 
 def activation_spaces(gpt, data: MovieData, n: int, layers: Sequence[str] | None = None,
                       pool: str = "mean", stride: int = 1, prefix: str = "videogpt.",
-                      batch_size: int = 32) -> dict:
+                      batch_size: int = 32, cache_dir=None) -> dict:
     """Feature spaces of the GPT's ``layers`` over the whole movie, one per layer: a row
     for each window of two clips (previous, next), stamped at the window's last frame; the
     windows before the first whole one repeat the first frame."""
@@ -486,8 +486,59 @@ def activation_spaces(gpt, data: MovieData, n: int, layers: Sequence[str] | None
 
     spaces = extract_activations(gpt, data.frames, data.fps, layers, window=2 * n,
                                  stride=stride, pool=pool, input_fn=as_pairs,
-                                 batch_size=batch_size, pad="edge", name_prefix=prefix)
+                                 batch_size=batch_size, pad="edge", name_prefix=prefix,
+                                 cache_dir=cache_dir)
     return {fs.name: fs for fs in spaces}
+
+
+def network_spaces(config: RunConfig, study, cache_dir=None, log: Log = _print) -> dict:
+    """The feature spaces of ``features.networks``: every listed layer of each network over
+    the study's movie, one band per layer (``<name>.<layer>``). A network is a cinebrain run
+    folder with a finished ``videogpt train`` (its GPT on clip pairs of its own frame size
+    and rate) or a Hugging Face model folder (:func:`cinebrain.features.activations.
+    load_pretrained`, offline)."""
+    from pathlib import Path
+
+    from cinebrain.config import load_config
+    from cinebrain.data.clips import movie_frames
+    from cinebrain.features.activations import extract_movie_activations, load_pretrained
+
+    out: dict = {}
+    if not config.features.networks:
+        return out
+    if not study.stimulus.video:
+        raise InputError("features.networks", "the study has no movie (stimulus.video)",
+                         "network features are computed from the movie; add stimulus.video")
+    movie = study.resolve(study.stimulus.video)
+    for net in config.features.networks:
+        path = Path(net.model)
+        t0 = time.perf_counter()
+        if (path / "stages" / "videogpt-train.json").is_file():
+            other = load_config(path / "config.yaml", {"out": str(path)})
+            _, gpt = load_models(other)
+            v = other.videogpt.video
+            frames, onsets = movie_frames(movie, v.size, v.fps, v.gray)
+            data = MovieData(frames, onsets, v.fps, [], [])
+            spaces = activation_spaces(gpt, data, v.clip_frames, net.layers, net.pool,
+                                       net.stride, prefix=f"{net.name}.", cache_dir=cache_dir)
+        else:
+            if not net.layers:
+                raise InputError(f"features.networks ({net.name})", "a Hugging Face model "
+                                 "needs its layers named", "give layers, e.g. [layers.0, "
+                                 "layers.1] (module names of the model)")
+            model = load_pretrained(path)
+            spaces = {fs.name: fs for fs in extract_movie_activations(
+                movie, model, net.layers, window=net.window, size=tuple(net.size),
+                gray=net.gray, stride=net.stride, pool=net.pool, name_prefix=f"{net.name}.",
+                cache_dir=cache_dir)}
+        for name, fs in spaces.items():
+            fs.meta["band"] = name
+            if name in out:
+                raise InputError("features.networks", f"two networks give the space {name}",
+                                 "give each network its own name")
+            out[name] = fs
+        log(f"  network {net.name}: {len(spaces)} layer(s) ({time.perf_counter() - t0:.1f} s)")
+    return out
 
 
 # --------------------------------------------------------------------------- evaluate
