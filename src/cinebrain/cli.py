@@ -540,12 +540,21 @@ def _cmd_neurons_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
-    from cinebrain.models.vivit import PRESETS, parameter_table
+    from cinebrain.models import videogpt, vivit, vqvae
 
-    for name in args.presets or list(PRESETS):
-        if name not in PRESETS:
-            raise InputError(name, "not a ViViT preset", f"use one of {', '.join(PRESETS)}")
-        print(parameter_table(name, parallel_block=args.parallel_block))
+    families = {"vivit": (vivit.PRESETS, lambda n: vivit.parameter_table(
+                    n, parallel_block=args.parallel_block)),
+                "vqvae": (vqvae.PRESETS, vqvae.parameter_table),
+                "videogpt": (videogpt.PRESETS, videogpt.parameter_table)}
+    chosen = [args.family] if args.family else list(families)
+    names = args.presets or [n for f in chosen for n in families[f][0]]
+    for name in dict.fromkeys(names):
+        found = [f for f in chosen if name in families[f][0]]
+        if not found:
+            known = ", ".join(f"{f}: {', '.join(families[f][0])}" for f in chosen)
+            raise InputError(name, "not a model preset", f"use one of ({known})")
+        for f in found:
+            print(f"[{f}] " + families[f][1](name))
     return 0
 
 
@@ -797,9 +806,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the run's train.device)")
     p.set_defaults(func=_cmd_neurons_evaluate)
 
-    p = sub.add_parser("params", help="parameters per module of the ViViT core presets "
-                       "(counted on the meta device)")
-    p.add_argument("presets", nargs="*", help="vivit-small, vivit-baseline (default: all)")
+    p = sub.add_parser("params", help="parameters per module of the model presets (ViViT "
+                       "cores, VQ-VAE, VideoGPT), counted on the meta device")
+    p.add_argument("presets", nargs="*", help="preset names, e.g. vivit-small, vivit-baseline, "
+                   "vqvae-tiny, videogpt-tiny, seed-004 (default: every preset)")
+    p.add_argument("--family", choices=["vivit", "vqvae", "videogpt"],
+                   help="only this model family's presets")
     p.add_argument("--parallel-block", action="store_true",
                    help="attention and feed-forward side by side")
     p.set_defaults(func=_cmd_params)

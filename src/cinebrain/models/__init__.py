@@ -7,7 +7,9 @@ The multimodal autoencoder (:mod:`cinebrain.models.autoencoder`: the model in
 (:mod:`~cinebrain.models.lesion`), stimulus reconstruction writers
 (:mod:`~cinebrain.models.reconstruct`), and the neuron models
 (:mod:`~cinebrain.models.neurons`: a ViViT (:mod:`~cinebrain.models.vivit`) or conv
-(:mod:`~cinebrain.models.convcore`) core with per-session Gaussian readouts).
+(:mod:`~cinebrain.models.convcore`) core with per-session Gaussian readouts), and the
+self-supervised video models of seed 004 (:mod:`~cinebrain.models.vqvae`,
+:mod:`~cinebrain.models.videogpt`).
 """
 
 from cinebrain.models.autoencoder import (
@@ -24,6 +26,8 @@ from cinebrain.models.autoencoder import (
 )
 from cinebrain.models.convcore import Conv3dCore
 from cinebrain.models.neurons import NeuronModel, make_core, make_neuron_model, session_specs
+from cinebrain.models.videogpt import VideoGPT, VideoGPTConfig
+from cinebrain.models.vqvae import VQVAE, VQVAEConfig
 
 __all__ = [
     "AutoencoderConfig",
@@ -32,6 +36,10 @@ __all__ = [
     "Lesion",
     "MultimodalAutoencoder",
     "NeuronModel",
+    "VQVAE",
+    "VQVAEConfig",
+    "VideoGPT",
+    "VideoGPTConfig",
     "get_preset",
     "make_core",
     "make_neuron_model",
