@@ -58,3 +58,17 @@ def test_datasets_shapes_and_pairs_follow_each_other():
     assert pair["previous"][0, -1, 0, 0] == 10 and pair["next"][0, 0, 0, 0] == 11
     with pytest.raises(ValueError):
         ClipPairDataset(frames, [40], 8)
+
+
+def test_code_pairs_pair_each_clip_with_the_next():
+
+    from cinebrain.data.clips import CodePairDataset, encode_clips
+
+    frames = np.arange(40, dtype=np.float32)[:, None, None] * np.ones((1, 2, 2), np.float32)
+    starts = np.array([0, 4, 8, 12])
+    codes = encode_clips(lambda v: v[:, 0, :, :1, :1].long(), frames, starts, 4)
+    assert codes.shape == (4, 4, 1, 1) and codes[1, 0, 0, 0] == 4
+    ds = CodePairDataset(codes, starts, [0, 8], 4)
+    assert ds[1]["previous_codes"][0, 0, 0] == 8 and ds[1]["next_codes"][0, 0, 0] == 12
+    with pytest.raises(ValueError, match="frame 16"):
+        CodePairDataset(codes, starts, [12], 4)

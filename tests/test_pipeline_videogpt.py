@@ -192,3 +192,29 @@ def test_networks_on_disk_become_one_band_per_layer_of_the_ridge_run(trained, ti
     bands = json.loads(RunFolder(tmp_path / "ridge").bands("sub-01").read_text())
     assert sorted(bands["bands"]) == ["gpt.attn_stack.blocks.0", "gpt.attn_stack.blocks.1",
                                       "vit.layers.1"]
+
+
+@pytest.mark.slow
+def test_both_stages_train_under_torchrun(tiny_study, tmp_path):
+    """Two CPU ranks (gloo): both stages train as DDP, rank 0 alone commits; the VQ-VAE
+    each rank ends with is the committed one."""
+    import os
+    import subprocess
+    import sys
+
+    path = write_config(tmp_path, tiny_study)
+    cfg = yaml.safe_load(open(path))
+    cfg["videogpt"]["samples"] = 0
+    open(path, "w").write(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+         "-m", "cinebrain", "videogpt", "train", path],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = RunFolder(tmp_path / "run")
+    assert run.manifest("videogpt-train") is not None
+    assert not list((tmp_path / "run").glob(".staging-*"))
+    info = json.loads(run.videogpt.model_json.read_text())
+    assert info["held_out"]["n_clips"] > 0
+    assert done.stdout.count("held out: VQ-VAE PSNR") == 1  # rank 0 alone says it

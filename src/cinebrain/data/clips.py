@@ -157,3 +157,39 @@ class ClipPairDataset(Dataset):
         s = int(self.starts[i])
         return {"previous": _clip(self.frames, s, self.n),
                 "next": _clip(self.frames, s + self.n, self.n)}
+
+
+class CodePairDataset(Dataset):
+    """(previous, next) clip pairs as precomputed codes: ``codes[i]`` are the codes of the
+    clip starting at ``clip_starts[i]``; item ``k`` pairs the clip at ``starts[k]`` with the
+    one at ``starts[k] + clip_frames``. ``{"previous_codes", "next_codes"}`` int64 (the
+    frozen VQ-VAE of a GPT encodes every clip once instead of at every step)."""
+
+    def __init__(self, codes: torch.Tensor, clip_starts: Sequence[int], starts: Sequence[int],
+                 clip_frames: int):
+        index = {int(s): i for i, s in enumerate(clip_starts)}
+        try:
+            self.pairs = [(index[int(s)], index[int(s) + int(clip_frames)]) for s in starts]
+        except KeyError as e:
+            raise ValueError(f"no codes for the clip starting at frame {e.args[0]}") from None
+        self.codes = codes.long()
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        a, b = self.pairs[i]
+        return {"previous_codes": self.codes[a], "next_codes": self.codes[b]}
+
+
+def encode_clips(encode, frames: np.ndarray, starts: Sequence[int], clip_frames: int,
+                 batch_size: int = 32) -> torch.Tensor:
+    """Codes ``(len(starts), t', h', w')`` of the clips starting at ``starts``, by
+    ``encode`` (e.g. a VQ-VAE's ``encode``) under ``torch.no_grad``."""
+    ds = ClipDataset(frames, starts, clip_frames)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(ds), batch_size):
+            out.append(encode(torch.stack([ds[j]["video"]
+                                           for j in range(i, min(i + batch_size, len(ds)))])))
+    return torch.cat(out)

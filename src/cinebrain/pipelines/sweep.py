@@ -47,6 +47,10 @@ AXES = {"parameters": "GPT trainable parameters", "training_frames": "training f
         "training_flops": "training FLOPs"}
 
 
+def _quiet(message: str) -> None:
+    """A cell's own log lines are not shown (its summary line is)."""
+
+
 def sweep_dir(config: RunConfig) -> Path:
     return Path(config.sweep.out) if config.sweep.out else Path(config.out) / "sweep"
 
@@ -149,7 +153,6 @@ def run_cell(config: RunConfig, cell: dict[str, Any], root: Path, log: Log) -> d
             return old
     t0 = time.perf_counter()
     run = RunFolder(out)
-    quiet = (lambda m: None)
     m = run.manifest("videogpt-train")
     if m is not None and m.config_hash == videogpt.train_hash(c):
         # trained before (its evaluation did not finish): the models are kept
@@ -157,9 +160,9 @@ def run_cell(config: RunConfig, cell: dict[str, Any], root: Path, log: Log) -> d
         log(f"  {out.name}: trained before, evaluating")
     else:
         vq_ckpt = _shared_vqvae(c, root, log)
-        info = videogpt.train(c, quiet, vqvae_checkpoint=vq_ckpt)
+        info = videogpt.train(c, _quiet, vqvae_checkpoint=vq_ckpt)
     c.videogpt.features.random_baseline = False
-    ev = videogpt.evaluate(c, quiet)
+    ev = videogpt.evaluate(c, _quiet)
     gpt = info["gpt"]
     frames = gpt["steps"] * c.videogpt.gpt.train.batch_size * 2 * c.videogpt.video.clip_frames
     result = {"cell": cell, "name": out.name, "options_hash": key,
@@ -178,6 +181,8 @@ def run_cell(config: RunConfig, cell: dict[str, Any], root: Path, log: Log) -> d
 
 def run(config: RunConfig, log: Log = print) -> dict:
     """Every cell of the grid (this rank's, under torchrun), then the table and plots."""
+    import os
+
     from cinebrain.train.distributed import (
         barrier,
         cleanup_distributed,
@@ -185,8 +190,6 @@ def run(config: RunConfig, log: Log = print) -> dict:
         setup_distributed,
         single_process,
     )
-
-    import os
 
     root = sweep_dir(config)
     root.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -276,13 +277,21 @@ def train(config: RunConfig, log: Log = _print, resume: bool = False,
     checkpoints (of a finished ``videogpt-train``, e.g. with more epochs). The stage
     commits at once: a failure leaves the previous models in place. Returns what
     ``videogpt/model.json`` holds.
+
+    Under ``torchrun`` every rank trains both stages (DDP); rank 0 alone owns the stage (its
+    staging folder is the engine's folder: the engine writes from rank 0 only), sends its
+    best weights of each stage to every rank, and alone scores, writes and commits.
     """
+    import contextlib
+
     import torch
 
-    from cinebrain.data.clips import ClipDataset, ClipPairDataset
-    from cinebrain.models.videogpt import count_parameters as gpt_counts
-    from cinebrain.models.vqvae import count_parameters as vq_counts
-    from cinebrain.train import load_checkpoint
+    from cinebrain.train.distributed import (
+        all_gather_objects,
+        barrier,
+        cleanup_distributed,
+        setup_distributed,
+    )
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -290,67 +299,109 @@ def train(config: RunConfig, log: Log = _print, resume: bool = False,
     run.check_writable()
     if resume and run.manifest("videogpt-train") is None:
         raise InputError(run.root, "no trained video model to resume", "train without --resume")
+    on_cuda = config.videogpt.gpt.train.device == "cuda" or (
+        config.videogpt.gpt.train.device == "auto" and torch.cuda.is_available())
+    group = setup_distributed("nccl" if on_cuda else "gloo")
+    main = group.is_main
+    log = log if main else (lambda m: None)
+    try:
+        data = movie_data(config) if data is None else data
+        stage = (run.stage("videogpt-train", config_hash=train_hash(config), owns=("videogpt",))
+                 if main else contextlib.nullcontext())
+        with stage as st:
+            staging = str(st.base) if main else None
+            if main and resume:
+                shutil.copytree(run.videogpt.base, st.videogpt.base, dirs_exist_ok=True,
+                                copy_function=_link, ignore=shutil.ignore_patterns(
+                                    "features", "metrics", "evaluation.json", "samples"))
+            staging = all_gather_objects(staging)[0] if group.enabled else staging
+            info = _train_both(config, data, VideoGPTFolder(Path(staging) / "videogpt"), resume,
+                               vqvae_checkpoint, log, main, group.enabled)
+            if main:
+                save_config(config, st.config)
+                st.info = {"trainable_parameters": info["trainable_parameters"]}
+        if main and run.manifest("videogpt-evaluate") is not None:
+            run.forget("videogpt-evaluate")
+        barrier()
+    finally:
+        if group.enabled:
+            cleanup_distributed()
+    return info
+
+
+def _broadcast_state(model) -> None:
+    """Every rank gets rank 0's parameters and buffers."""
+    import torch.distributed as dist
+
+    for t in model.state_dict().values():
+        dist.broadcast(t, 0)
+
+
+def _train_both(config: RunConfig, data: MovieData, folder: VideoGPTFolder, resume: bool,
+                vqvae_checkpoint, log: Log, main: bool, distributed: bool) -> dict:
+    from cinebrain.data.clips import ClipDataset, CodePairDataset, encode_clips
+    from cinebrain.models.videogpt import count_parameters as gpt_counts
+    from cinebrain.models.vqvae import count_parameters as vq_counts
+    from cinebrain.train import load_checkpoint
+
     v = config.videogpt.video
     t0 = time.perf_counter()
-    data = movie_data(config) if data is None else data
     n = v.clip_frames
     vq_train, vq_val, pair_train, pair_val = _clip_sets(config, data)
     log(f"  movie: {len(data.frames)} frames of {v.size[0]}x{v.size[1]} at {v.fps:g} fps; "
         f"{len(vq_train)} training / {len(vq_val)} validation clips of {n} frames, "
-        f"{len(pair_train)} / {len(pair_val)} clip pairs ({time.perf_counter() - t0:.1f} s)")
+        f"{len(pair_train)} / {len(pair_val)} clip pairs")
     vq, gpt = build_models(config)
-    with run.stage("videogpt-train", config_hash=train_hash(config), owns=("videogpt",)) as st:
-        folder = st.videogpt
-        if resume:
-            shutil.copytree(run.videogpt.base, folder.base, dirs_exist_ok=True,
-                            copy_function=_link, ignore=shutil.ignore_patterns(
-                                "features", "metrics", "evaluation.json", "samples"))
-        info: dict[str, Any] = {"video": v.model_dump(mode="json"),
-                                "frames": {"train": data.train_ranges, "test": data.test_ranges},
-                                "vqvae": {"preset": config.videogpt.vqvae.preset,
-                                          "config": _plain(vq.config),
-                                          "parameters": vq_counts(vq)},
-                                "gpt": {"preset": config.videogpt.gpt.preset,
-                                        "config": _plain(gpt.gpt_config),
-                                        "parameters": gpt_counts(gpt)}}
-        log(f"  VQ-VAE {sum(info['vqvae']['parameters'].values()) / 1e6:.2f} M parameters, "
-            f"codes {tuple(vq.latent_shape)} of {vq.n_codes}")
-        if vqvae_checkpoint is not None:
-            from pathlib import Path
-
-            vq.load_state_dict(load_checkpoint(vqvae_checkpoint, map_location="cpu")["model"])
-            target = folder.vqvae_dir / "checkpoints" / "best.pt"
+    info: dict[str, Any] = {"video": v.model_dump(mode="json"),
+                            "frames": {"train": data.train_ranges, "test": data.test_ranges},
+                            "vqvae": {"preset": config.videogpt.vqvae.preset,
+                                      "config": _plain(vq.config), "parameters": vq_counts(vq)},
+                            "gpt": {"preset": config.videogpt.gpt.preset,
+                                    "config": _plain(gpt.gpt_config),
+                                    "parameters": gpt_counts(gpt)}}
+    log(f"  VQ-VAE {sum(info['vqvae']['parameters'].values()) / 1e6:.2f} M parameters, "
+        f"codes {tuple(vq.latent_shape)} of {vq.n_codes}")
+    if vqvae_checkpoint is not None:
+        vq.load_state_dict(load_checkpoint(vqvae_checkpoint, map_location="cpu")["model"])
+        target = folder.vqvae_dir / "checkpoints" / "best.pt"
+        if main:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(vqvae_checkpoint, target)
-            info["vqvae"] |= {"from": str(Path(vqvae_checkpoint).resolve()),
-                              "checkpoint": target.relative_to(folder.base).as_posix()}
-            log(f"  VQ-VAE from {vqvae_checkpoint}")
-        else:
-            info["vqvae"] |= _train_stage(vq, config.videogpt.vqvae.train,
-                                          ClipDataset(data.frames, vq_train, n),
-                                          ClipDataset(data.frames, vq_val, n) if len(vq_val) else None,
-                                          folder.vqvae_dir, config, resume, log, "VQ-VAE")
-        gpt.vqvae.load_state_dict(vq.state_dict())
-        n_gpt = sum(p.numel() for p in gpt.parameters() if p.requires_grad)
-        log(f"  GPT {n_gpt / 1e6:.2f} M trainable parameters (VQ-VAE frozen)")
-        info["gpt"] |= _train_stage(gpt, config.videogpt.gpt.train,
-                                    ClipPairDataset(data.frames, pair_train, n),
-                                    ClipPairDataset(data.frames, pair_val, n) if len(pair_val) else None,
-                                    folder.gpt_dir, config, resume, log, "GPT")
-        info["gpt"]["flops_per_sample"] = float(gpt.flops_per_sample())
-        info["trainable_parameters"] = n_gpt
-        info["held_out"] = held_out_scores(vq, gpt, data, n, pair_train)
-        h = info["held_out"]
-        log(f"  held out: VQ-VAE PSNR {h['psnr']:.2f} dB, {h['usage']:.0%} of codes used; "
-            f"GPT next-clip cross-entropy {h['cross_entropy']:.3f} nats/code against "
-            f"{h['frequency_baseline']:.3f} for code frequencies")
-        info["samples"] = write_samples(gpt, data, n, config.videogpt.samples, folder)
-        info["seconds"] = round(time.perf_counter() - t0, 1)
-        write_json(folder.model_json, info)
-        save_config(config, st.config)
-        st.info = {"trainable_parameters": n_gpt}
-    if run.manifest("videogpt-evaluate") is not None:
-        run.forget("videogpt-evaluate")
+        info["vqvae"] |= {"from": str(Path(vqvae_checkpoint).resolve()),
+                          "checkpoint": target.relative_to(folder.base).as_posix()}
+        log(f"  VQ-VAE from {vqvae_checkpoint}")
+    else:
+        info["vqvae"] |= _train_stage(vq, config.videogpt.vqvae.train,
+                                      ClipDataset(data.frames, vq_train, n),
+                                      ClipDataset(data.frames, vq_val, n) if len(vq_val) else None,
+                                      folder.vqvae_dir, config, resume, log, "VQ-VAE")
+    if distributed:
+        _broadcast_state(vq)
+    gpt.vqvae.load_state_dict(vq.state_dict())
+    n_gpt = sum(p.numel() for p in gpt.parameters() if p.requires_grad)
+    log(f"  GPT {n_gpt / 1e6:.2f} M trainable parameters (VQ-VAE frozen)")
+    # the VQ-VAE is frozen: every clip the GPT trains on is encoded once
+    starts = np.unique(np.concatenate([pair_train, pair_train + n, pair_val, pair_val + n]))
+    gpt.vqvae.eval()
+    codes = encode_clips(gpt.vqvae.encode, data.frames, starts, n)
+    info["gpt"] |= _train_stage(gpt, config.videogpt.gpt.train,
+                                CodePairDataset(codes, starts, pair_train, n),
+                                CodePairDataset(codes, starts, pair_val, n) if len(pair_val) else None,
+                                folder.gpt_dir, config, resume, log, "GPT")
+    if distributed:
+        _broadcast_state(gpt)
+    info["gpt"]["flops_per_sample"] = float(gpt.flops_per_sample())
+    info["trainable_parameters"] = n_gpt
+    if not main:
+        return info
+    info["held_out"] = held_out_scores(vq, gpt, data, n, pair_train)
+    h = info["held_out"]
+    log(f"  held out: VQ-VAE PSNR {h['psnr']:.2f} dB, {h['usage']:.0%} of codes used; "
+        f"GPT next-clip cross-entropy {h['cross_entropy']:.3f} nats/code against "
+        f"{h['frequency_baseline']:.3f} for code frequencies")
+    info["samples"] = write_samples(gpt, data, n, config.videogpt.samples, folder)
+    info["seconds"] = round(time.perf_counter() - t0, 1)
+    write_json(folder.model_json, info)
     return info
 
 

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-
 #: Seconds the process sleeps after leaving the process group (see cleanup_distributed).
 _DRAIN_S = 0.05
 
