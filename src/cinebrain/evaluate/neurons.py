@@ -234,3 +234,55 @@ def score_trials(responses: Sequence[np.ndarray], predictions: Sequence[np.ndarr
         out["behavior_shuffle_drop"] = (r - single_trial_correlation(
             responses, shuffled, skip=skip)).astype(np.float32)
     return out
+
+
+# --------------------------------------------------------------------------- ground truth
+def truth_recovery(*, model_cta: np.ndarray, truth_cta: np.ndarray, oracle: np.ndarray,
+                   centres: np.ndarray, true_centres: np.ndarray, learned_gain: np.ndarray,
+                   true_gain: np.ndarray, shuffle_drop: np.ndarray | None,
+                   modulated: np.ndarray, centre_tol: float = 0.1) -> dict:
+    """How well a model recovers a simulated study's ground truth (neurons of all sessions
+    concatenated, ``(N,)`` each).
+
+    - ``ratio_to_truth``: median correlation to average of the model over that of the
+      noiseless ground-truth rates scored the same way on the same repeats (``truth_cta``);
+    - ``centres_within_tol``: the fraction of neurons above the median oracle r whose
+      reading centre (``centres``, screen units) lies within ``centre_tol`` of the true
+      receptive-field centre; ``median_centre_error`` over the same neurons;
+    - ``gain_r``: Pearson r over neurons between the learned and the true behaviour gain
+      (``learned_gain``: e.g. :func:`cinebrain.models.neurons.behavior_gain`);
+    - behaviour shuffle: the median drop of single-trial r of modulated and of unmodulated
+      neurons, the one-sided Wilcoxon p that modulated neurons drop, and the two-sided p
+      that unmodulated ones change.
+    """
+    from scipy.stats import pearsonr, wilcoxon
+
+    def finite(*a):
+        keep = np.all([np.isfinite(np.asarray(x, float)) for x in a], axis=0)
+        return [np.asarray(x, float)[keep] for x in a]
+
+    oracle = np.asarray(oracle, float)
+    reliable = oracle > np.nanmedian(oracle)
+    err = rf_centre_error(centres, true_centres)
+    out = {"n_neurons": int(len(oracle)),
+           "model_median_cta": float(np.nanmedian(model_cta)),
+           "truth_median_cta": float(np.nanmedian(truth_cta)),
+           "n_reliable": int(reliable.sum()),
+           "centres_within_tol": float(np.mean(err[reliable] < centre_tol)) if reliable.any() else None,
+           "centre_tol": centre_tol,
+           "median_centre_error": float(np.median(err[reliable])) if reliable.any() else None}
+    out["ratio_to_truth"] = (out["model_median_cta"] / out["truth_median_cta"]
+                             if out["truth_median_cta"] > 0 else None)
+    a, b = finite(learned_gain, true_gain)
+    out["gain_r"] = float(pearsonr(a, b)[0]) if len(a) > 2 and a.std() > 0 and b.std() > 0 else None
+    modulated = np.asarray(modulated, bool)
+    if shuffle_drop is not None:
+        d = np.asarray(shuffle_drop, float)
+        dm, du = finite(d[modulated])[0], finite(d[~modulated])[0]
+        out["shuffle_drop_modulated"] = float(np.median(dm)) if dm.size else None
+        out["shuffle_drop_unmodulated"] = float(np.median(du)) if du.size else None
+        out["shuffle_p_modulated"] = (float(wilcoxon(dm, alternative="greater").pvalue)
+                                      if np.count_nonzero(dm) else None)
+        out["shuffle_p_unmodulated"] = (float(wilcoxon(du).pvalue)
+                                        if np.count_nonzero(du) else None)
+    return out

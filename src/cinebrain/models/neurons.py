@@ -352,6 +352,52 @@ def make_neuron_model(core: str, sessions: dict[str, dict], *, core_options: dic
 
 
 # --------------------------------------------------------------------------- whole trials
+def behavior_gain(model, sessions, trials: dict[str, np.ndarray], stats, column: str,
+                  delta: float = 0.5, **predict) -> dict[str, np.ndarray]:
+    """The model's learned gain of every neuron on one behaviour variable: the mean over the
+    frames of ``trials`` of ``d log(rate) / d behaviour``, in the variable's own units
+    (e.g. per cm/s of running), by central differences: every frame's value of ``column``
+    moved by ``+-delta`` training standard deviations. ``{session: (N,)}``; NaN for a
+    session without that column. ``predict``: options of :func:`predict_trials`."""
+    out = {}
+    for s in sessions:
+        names = list(s.behavior_names or [])
+        if column not in names:
+            out[s.name] = np.full(s.n_neurons, np.nan, np.float32)
+            continue
+        j = names.index(column)
+        std = float(np.asarray(stats[s.name].behavior_std)[j]) or 1.0
+        logs = []
+        for sign in (1.0, -1.0):
+            offset = np.zeros(len(names), np.float32)
+            offset[j] = sign * delta
+            pred = predict_trials(model, [s], {s.name: trials[s.name]}, stats,
+                                  behavior_offset={s.name: offset}, **predict)[s.name]
+            logs.append(np.log(np.maximum(np.concatenate(pred), 1e-6)))
+        out[s.name] = ((logs[0] - logs[1]).mean(0) / (2 * delta * std)).astype(np.float32)
+    return out
+
+
+def readout_centres(model, sessions, trials: dict[str, np.ndarray], stats) -> dict[str, np.ndarray]:
+    """Where each neuron reads the screen on average over the frames of ``trials``: its
+    readout's mean position plus the eye shifter's mean shift, ``{session: (N, 2)}`` in
+    screen coordinates (x, y in [-1, 1], pixel centres at ``(i + .5) / n * 2 - 1``)."""
+    ds, items = _trial_inputs(sessions, trials, stats)
+    out = {}
+    with torch.no_grad():
+        for k, s in enumerate(sessions):
+            mu = model.readouts[s.name].mu.detach().float().cpu().numpy()
+            shifters = getattr(model, "shifters", None)
+            if shifters is not None:
+                rows = np.concatenate([np.arange(a, b) for kk, _, a, b in items if kk == k])
+                pupil = torch.from_numpy(np.ascontiguousarray(ds.pupil_center[rows]))[None]
+                dev = next(shifters[s.name].parameters()).device
+                shift = shifters[s.name](pupil.to(dev)).float().mean(dim=(0, 1)).cpu().numpy()
+                mu = mu + shift
+            out[s.name] = mu.astype(np.float32)
+    return out
+
+
 def _trial_inputs(sessions: Sequence[NeuronSession], trials: dict[str, np.ndarray], stats):
     """Normalised inputs of whole trials, exactly as the training windows are normalised
     (a one-frame NeuronClipDataset stacks them): ``[(session index, trial, rows)]`` and the
@@ -404,13 +450,18 @@ def _windows(n: int, size: int | None, burn_in: int) -> list[tuple[int, int, int
 
 def predict_trials(model, sessions, trials: dict[str, np.ndarray], stats, *,
                    predict_frames: int | None = None, burn_in: int = 0,
-                   behavior_order: dict[str, np.ndarray] | None = None) -> dict[str, list[np.ndarray]]:
+                   behavior_order: dict[str, np.ndarray] | None = None,
+                   behavior_offset: dict[str, np.ndarray] | None = None,
+                   eye_order: dict[str, np.ndarray] | None = None) -> dict[str, list[np.ndarray]]:
     """Predicted rates of whole trials, ``{session: [(T_i, N)]}`` in the order of ``trials``.
 
     ``predict_frames=None`` runs every trial in one pass; otherwise windows of that many
     frames, each after the first starting ``burn_in`` frames before the first frame it
     contributes. ``behavior_order``: per session, for the i-th trial, the position (in
-    ``trials``) of the trial whose behaviour and eye position it gets (a shuffle)."""
+    ``trials``) of the trial whose behaviour (running, pupil size) it gets (a shuffle);
+    ``eye_order`` likewise for the eye position (the stimulus' geometry, kept by default).
+    ``behavior_offset``: per session, ``(n_b,)`` added to every frame's normalised
+    behaviour (a probe of the modulator, see :func:`behavior_gain`)."""
     device = next(model.parameters()).device
     ds, items = _trial_inputs(sessions, trials, stats)
     out: dict[str, list[np.ndarray]] = {s.name: [] for s in sessions}
@@ -420,11 +471,15 @@ def predict_trials(model, sessions, trials: dict[str, np.ndarray], stats, *,
     for k, rows in by_session.items():
         name = sessions[k].name
         order = np.arange(len(rows)) if behavior_order is None else behavior_order[name]
+        eyes = np.arange(len(rows)) if eye_order is None else eye_order[name]
         for i, (a, b) in enumerate(rows):
             src_a, src_b = rows[int(order[i])]
-            if src_b - src_a != b - a:
+            eye_a, eye_b = rows[int(eyes[i])]
+            if src_b - src_a != b - a or eye_b - eye_a != b - a:
                 raise ValueError("a behaviour shuffle must pair trials of equal length")
-            behavior, pupil = ds.behavior[src_a:src_b], ds.pupil_center[src_a:src_b]
+            behavior, pupil = ds.behavior[src_a:src_b], ds.pupil_center[eye_a:eye_b]
+            if behavior_offset is not None and name in behavior_offset:
+                behavior = (behavior + np.asarray(behavior_offset[name], np.float32)).astype(np.float32)
             n = b - a
             pred = np.empty((n, int(ds.n_neurons[k])), dtype=np.float32)
             for start, stop, keep in _windows(n, predict_frames, burn_in):

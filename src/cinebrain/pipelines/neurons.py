@@ -20,8 +20,9 @@ trial left out of all of them:
   predictions averaged over those repeats;
 - ``bits_per_spike``: Poisson log-likelihood gain over each neuron's mean training rate,
   the predicted rates floored at :data:`cinebrain.evaluate.neurons.RATE_FLOOR`;
-- ``behavior_shuffle_drop``: ``single_trial_r`` minus the same r with the behaviour and eye
-  position of each test trial given to another test trial of the same length.
+- ``behavior_shuffle_drop``: ``single_trial_r`` minus the same r with the behaviour
+  (running, pupil size) of each test trial given to another test trial of the same length;
+  the eye position, which moves the image on the retina, stays the trial's own.
 
 The baseline is ridge on block-averaged pixels with causal frame delays, fit per session on
 its training trials (CV over whole trials), scored the same way on the same frames.
@@ -418,6 +419,76 @@ def _baseline(config: NeuronRunConfig, session: NeuronSession, train_trials, tes
     return ridge.predict([session.videos[t] for t in test_trials], test_behavior)
 
 
+def ground_truth(config: NeuronRunConfig, model, data: NeuronData, test: dict,
+                 scores: dict[str, list[np.ndarray]], log: Log = _print) -> dict | None:
+    """For sessions of a simulated study (its ``truth.npz`` beside them): the model against
+    the noiseless ground-truth rates scored the same way on the same test repeats, its
+    reading centres against the true receptive fields, its learned running and pupil gains
+    against the true ones, and the behaviour shuffle on modulated and unmodulated neurons
+    (:func:`cinebrain.evaluate.neurons.truth_recovery`). None for real data."""
+    from cinebrain.data.simulate.neurons import (
+        PUPIL_SCALE,
+        RUNNING_SCALE,
+        find_neuron_truth,
+        read_neuron_truth,
+    )
+    from cinebrain.evaluate.neurons import truth_recovery
+    from cinebrain.models.neurons import behavior_gain, readout_centres
+
+    files = [find_neuron_truth(s.source) if s.source else None for s in data.sessions]
+    if any(f is None for f in files) or not {"correlation_to_average", "oracle_r"} <= set(scores):
+        return None
+    cache: dict = {}
+    truths = []
+    for s, f in zip(data.sessions, files, strict=True):
+        t = cache.setdefault(f, read_neuron_truth(f)).get(s.name)
+        if (t is None or len(t.get("rate", [])) != s.n_trials
+                or any(r.shape != y.shape for r, y in zip(t["rate"], s.responses, strict=True))):
+            log(f"  {s.name}: {f} does not describe this session; no ground-truth scores")
+            return None
+        truths.append(t)
+    skip = config.skip_frames
+    cta_truth = []
+    for s, t in zip(data.sessions, truths, strict=True):
+        trials = test[s.name]
+        sc = score_trials([s.responses[i] for i in trials], [t["rate"][i] for i in trials],
+                          [str(s.clip_ids[i]) for i in trials], skip=skip,
+                          null_rate=np.asarray(data.stats[s.name].response_mean, np.float32),
+                          metrics=["correlation_to_average"])
+        cta_truth.append(sc["correlation_to_average"])
+    centres = readout_centres(model, data.sessions, test, data.stats)
+    gains = {col: behavior_gain(model, data.sessions, test, data.stats, col,
+                                predict_frames=config.evaluate.predict_frames,
+                                burn_in=config.model.burn_in)
+             for col in ("running_speed", "pupil_dilation")}
+    cat = lambda key: np.concatenate([t["params"][key] for t in truths])  # noqa: E731
+    names = [s.name for s in data.sessions]
+    base = dict(model_cta=np.concatenate(scores["correlation_to_average"]),
+                truth_cta=np.concatenate(cta_truth), oracle=np.concatenate(scores["oracle_r"]),
+                centres=np.concatenate([centres[n] for n in names]),
+                true_centres=np.stack([cat("x"), cat("y")], 1),
+                shuffle_drop=(np.concatenate(scores["behavior_shuffle_drop"])
+                              if "behavior_shuffle_drop" in scores else None),
+                modulated=(cat("running_gain") != 0) | (cat("pupil_gain") != 0))
+    out = truth_recovery(learned_gain=np.concatenate([gains["running_speed"][n] for n in names]),
+                         true_gain=cat("running_gain") / RUNNING_SCALE, **base)
+    pupil = truth_recovery(learned_gain=np.concatenate([gains["pupil_dilation"][n] for n in names]),
+                           true_gain=cat("pupil_gain") / PUPIL_SCALE, **base)
+    out["running_gain_r"] = out.pop("gain_r")
+    out["pupil_gain_r"] = pupil["gain_r"]
+    ratio = out["ratio_to_truth"]
+    log(f"  ground truth: correlation to average {out['model_median_cta']:.3f} against "
+        f"{out['truth_median_cta']:.3f} for the noiseless rates"
+        + (f" ({ratio:.2f}x)" if ratio is not None else "")
+        + f"; centres within {out['centre_tol']} of the true RF for "
+        f"{_show(out['centres_within_tol'])} of the {out['n_reliable']} neurons above median "
+        f"reliability; learned vs true gain r: running {_show(out['running_gain_r'])}, pupil "
+        f"{_show(out['pupil_gain_r'])}"
+        + (f"; shuffle drop modulated {_show(out['shuffle_drop_modulated'])}, unmodulated "
+           f"{_show(out['shuffle_drop_unmodulated'])}" if "shuffle_drop_modulated" in out else ""))
+    return out
+
+
 def evaluate(config: NeuronRunConfig, log: Log = _print, data: NeuronData | None = None) -> dict:
     """Score the trained model (and the baseline) on every session's test trials; stage
     ``neurons-evaluate``. Returns the summary written to ``summary.json``."""
@@ -521,6 +592,9 @@ def evaluate(config: NeuronRunConfig, log: Log = _print, data: NeuronData | None
         for who, by_name in pooled.items():
             if by_name:
                 summary["overall"][who] = {name: _stat(np.concatenate(v)) for name, v in by_name.items()}
+        truth = ground_truth(config, model, data, test, pooled["model"], log)
+        if truth is not None:
+            summary["ground_truth"] = truth
         summary["seconds"] = round(time.perf_counter() - t0, 1)
         write_json(st.summary, summary)
         save_neuron_config(config, st.config)

@@ -565,3 +565,38 @@ def write_neuron_study(out_dir: str | os.PathLike, *, overwrite: bool = False, n
             np.savez_compressed(f, **_truth_arrays(truth))
         (tmp / "truth.json").write_text(json.dumps(_truth_json(truth, sessions), indent=1) + "\n")
     return out_dir
+
+
+def find_neuron_truth(session_source: str | os.PathLike) -> Path | None:
+    """The ``truth.npz`` of a simulated study beside a session (a Sensorium folder or an
+    ``.nwb`` file that :func:`write_neuron_study` wrote), or None for real data."""
+    p = Path(session_source)
+    truth = p.parent / "truth.npz"
+    return truth if truth.is_file() else None
+
+
+def read_neuron_truth(path: str | os.PathLike) -> dict[str, dict]:
+    """A study's ``truth.npz`` as ``{session: {"params": {name: (N,) array}, "rate":
+    [(T_i, N) per trial], "gain": [...]}}`` (the noiseless rates and behaviour gains of
+    every trial, in the session's trial order)."""
+    path = Path(path)
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(path, f"not a readable truth file ({e})",
+                         "write it again with cinebrain simulate-neurons") from None
+    out: dict[str, dict] = {}
+    with z:
+        for key in z.files:
+            session, _, rest = key.partition("__")
+            entry = out.setdefault(session, {"params": {}, "rate": {}, "gain": {}})
+            kind, _, index = rest.rpartition("_")
+            if kind in ("rate", "gain", "spikes") and index.isdigit():
+                entry.setdefault(kind, {})[int(index)] = z[key]
+            else:
+                entry["params"][rest] = z[key]
+    for entry in out.values():
+        for kind in ("rate", "gain", "spikes"):
+            if kind in entry:
+                entry[kind] = [entry[kind][i] for i in sorted(entry[kind])]
+    return out
