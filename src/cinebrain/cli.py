@@ -510,6 +510,8 @@ def _cmd_neurons_train(args: argparse.Namespace) -> int:
 
     print(f"[neurons train] run folder {config.out}")
     neurons.train(config, resume=args.resume)
+    if _torchrun_rank() in (None, 0):
+        neurons.report(config)
     return 0
 
 
@@ -536,6 +538,7 @@ def _cmd_neurons_evaluate(args: argparse.Namespace) -> int:
 
     print(f"[neurons evaluate] run folder {config.out}")
     neurons.evaluate(config)
+    neurons.report(config)
     return 0
 
 
@@ -576,7 +579,14 @@ def _cmd_bench_encoders(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    config = _run_config(Path(args.run))
+    run = Path(args.run)
+    if (run / "stages" / "neurons-evaluate.json").is_file():  # a neuron run
+        from cinebrain.config import load_neuron_config
+        from cinebrain.pipelines import neurons
+
+        neurons.report(load_neuron_config(run / "config.yaml", {"out": str(run.resolve())}))
+        return 0
+    config = _run_config(run)
     from cinebrain.pipelines import ridge
 
     ridge.report(config)

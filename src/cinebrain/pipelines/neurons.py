@@ -41,6 +41,8 @@ failure leaves the previous outputs as they were)::
                                            test_clip_ids, null_rate
     neurons/metrics/<session>/<metric>.npy           the model's per-neuron scores
     neurons/metrics/<session>/baseline_<metric>.npy  the baseline's
+    neurons/metrics/<session>/{reading_centre, true_centre, learned_running_gain, ...}.npy
+                                           against a simulated study's ground truth
     summary.json                           median and mean of every score, per session and
                                            over all neurons
 """
@@ -420,12 +422,15 @@ def _baseline(config: NeuronRunConfig, session: NeuronSession, train_trials, tes
 
 
 def ground_truth(config: NeuronRunConfig, model, data: NeuronData, test: dict,
-                 scores: dict[str, list[np.ndarray]], log: Log = _print) -> dict | None:
+                 scores: dict[str, list[np.ndarray]], log: Log = _print
+                 ) -> tuple[dict, dict[str, dict[str, np.ndarray]]] | None:
     """For sessions of a simulated study (its ``truth.npz`` beside them): the model against
     the noiseless ground-truth rates scored the same way on the same test repeats, its
     reading centres against the true receptive fields, its learned running and pupil gains
     against the true ones, and the behaviour shuffle on modulated and unmodulated neurons
-    (:func:`cinebrain.evaluate.neurons.truth_recovery`). None for real data."""
+    (:func:`cinebrain.evaluate.neurons.truth_recovery`). Returns that summary and per
+    session the per-neuron arrays it compared (saved beside the scores); None for real
+    data."""
     from cinebrain.data.simulate.neurons import (
         PUPIL_SCALE,
         RUNNING_SCALE,
@@ -476,6 +481,18 @@ def ground_truth(config: NeuronRunConfig, model, data: NeuronData, test: dict,
                            true_gain=cat("pupil_gain") / PUPIL_SCALE, **base)
     out["running_gain_r"] = out.pop("gain_r")
     out["pupil_gain_r"] = pupil["gain_r"]
+    arrays = {}
+    for s, t, cta in zip(data.sessions, truths, cta_truth, strict=True):
+        p = t["params"]
+        arrays[s.name] = {
+            "reading_centre": centres[s.name], "true_centre": np.stack([p["x"], p["y"]], 1),
+            "learned_running_gain": gains["running_speed"][s.name],
+            "true_running_gain": p["running_gain"] / RUNNING_SCALE,
+            "learned_pupil_gain": gains["pupil_dilation"][s.name],
+            "true_pupil_gain": p["pupil_gain"] / PUPIL_SCALE,
+            "modulated": (p["running_gain"] != 0) | (p["pupil_gain"] != 0),
+            "truth_correlation_to_average": cta}
+        arrays[s.name] = {k: np.asarray(v, np.float32) for k, v in arrays[s.name].items()}
     ratio = out["ratio_to_truth"]
     log(f"  ground truth: correlation to average {out['model_median_cta']:.3f} against "
         f"{out['truth_median_cta']:.3f} for the noiseless rates"
@@ -486,7 +503,22 @@ def ground_truth(config: NeuronRunConfig, model, data: NeuronData, test: dict,
         f"{_show(out['pupil_gain_r'])}"
         + (f"; shuffle drop modulated {_show(out['shuffle_drop_modulated'])}, unmodulated "
            f"{_show(out['shuffle_drop_unmodulated'])}" if "shuffle_drop_modulated" in out else ""))
-    return out
+    return out, arrays
+
+
+def report(config: NeuronRunConfig, log: Log = _print):
+    """``report.html`` of a neuron run (stage ``neurons-report``): scores against the oracle
+    and the baseline; a simulated study's ground truth."""
+    from cinebrain.report import build_report
+    from cinebrain.report.neurons import neuron_sections
+
+    run = RunFolder(config.out)
+    run.require(EVALUATE_STAGE)
+    with run.stage("neurons-report", depends=[EVALUATE_STAGE], owns=("figures",)) as st:
+        path = build_report(run, st, subjects=[], mask_img=None, families=(neuron_sections,),
+                            title="cinebrain neuron report")
+    log(f"  report: {run.report}")
+    return path
 
 
 def evaluate(config: NeuronRunConfig, log: Log = _print, data: NeuronData | None = None) -> dict:
@@ -594,7 +626,10 @@ def evaluate(config: NeuronRunConfig, log: Log = _print, data: NeuronData | None
                 summary["overall"][who] = {name: _stat(np.concatenate(v)) for name, v in by_name.items()}
         truth = ground_truth(config, model, data, test, pooled["model"], log)
         if truth is not None:
-            summary["ground_truth"] = truth
+            summary["ground_truth"], per_neuron = truth
+            for name, arrays in per_neuron.items():
+                for key, values in arrays.items():
+                    save_npy(folder.metric(name, key), values)
         summary["seconds"] = round(time.perf_counter() - t0, 1)
         write_json(st.summary, summary)
         save_neuron_config(config, st.config)
