@@ -150,6 +150,11 @@ def test_a_sweep_runs_every_cell_once(tiny_study, tmp_path, capsys):
     for axis in ("parameters", "training_frames", "training_flops"):
         assert (root / "plots" / f"r_vs_{axis}.png").stat().st_size > 1000
     assert len(list((root / "vqvae").iterdir())) == 1  # one VQ-VAE for every cell
+    for cell in (root / "cells").iterdir():  # each cell trained with its own options
+        info = json.loads((cell / "videogpt" / "model.json").read_text())
+        asked = json.loads((cell / "result.json").read_text())["cell"]
+        assert info["video"]["data_fraction"] == asked["video.data_fraction"]
+        assert info["gpt"]["config"]["hidden_dim"] == asked["gpt.overrides.hidden_dim"]
     capsys.readouterr()
     assert main(["sweep", path]) == 0
     out = capsys.readouterr().out

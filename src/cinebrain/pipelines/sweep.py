@@ -131,8 +131,8 @@ def _shared_vqvae(config: RunConfig, root: Path, log: Log) -> Path:
     done = folder / "done.json"
     if done.is_file():
         return folder / json.loads(done.read_text())["checkpoint"]
-    c = config.model_copy(update={"out": str(folder)})
-    c.videogpt.video.data_fraction = 1.0
+    c = config.model_copy(deep=True, update={"out": str(folder)})
+    c.videogpt.video.data_fraction = 1.0  # the shared VQ-VAE learns from every training clip
     log(f"  training the shared VQ-VAE in {folder}")
     ckpt = videogpt.train_vqvae_only(c, VideoGPTFolder(folder), log)
     write_json(done, {"checkpoint": ckpt.relative_to(folder).as_posix()})
@@ -143,7 +143,7 @@ def run_cell(config: RunConfig, cell: dict[str, Any], root: Path, log: Log) -> d
     """Train (or resume), evaluate and score one cell; its result (cached in the cell)."""
     out = root / "cells" / cell_name(cell)
     c = cell_config(config, cell, out)
-    c = c.model_copy(update={"progress": False})
+    c = c.model_copy(deep=True, update={"progress": False})
     result_path = out / "result.json"
     key = _options_hash(c)
     if result_path.is_file():
@@ -161,8 +161,9 @@ def run_cell(config: RunConfig, cell: dict[str, Any], root: Path, log: Log) -> d
     else:
         vq_ckpt = _shared_vqvae(c, root, log)
         info = videogpt.train(c, _quiet, vqvae_checkpoint=vq_ckpt)
-    c.videogpt.features.random_baseline = False
-    ev = videogpt.evaluate(c, _quiet)
+    ev = videogpt.evaluate(c.model_copy(deep=True, update={"videogpt": c.videogpt.model_copy(
+        deep=True, update={"features": c.videogpt.features.model_copy(
+            update={"random_baseline": False})})}), _quiet)
     gpt = info["gpt"]
     frames = gpt["steps"] * c.videogpt.gpt.train.batch_size * 2 * c.videogpt.video.clip_frames
     result = {"cell": cell, "name": out.name, "options_hash": key,
