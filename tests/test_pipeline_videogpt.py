@@ -93,13 +93,13 @@ def test_evaluate_scores_every_layer_against_random_weights(trained):
     tmp, _ = trained
     run = RunFolder(tmp / "run")
     ev = json.loads(run.videogpt.evaluation.read_text())
-    assert ev["layers"] == ["attn_stack.blocks.0", "attn_stack.blocks.1"]
+    assert ev["layers"] == ["attn_stack.blocks.0", "attn_stack.blocks.1", "fc_in"]
     regions = {row["region"] for row in ev["table"]}
     assert {"all", "visual"} <= regions
     weights = {row["weights"] for row in ev["table"]}
     assert weights == {"trained", "random"}
     comp = [c for c in ev["trained_vs_random"] if c["region"] == "visual"]
-    assert len(comp) == 2 and all(0 <= c["wilcoxon_p"] <= 1 for c in comp)
+    assert len(comp) == 3 and all(0 <= c["wilcoxon_p"] <= 1 for c in comp)
     for s in ("sub-01", "sub-02"):
         r = np.load(run.videogpt.metric(s, "trained", "attn_stack.blocks.1"))
         assert r.dtype == np.float32 and np.isfinite(r).all()
@@ -195,7 +195,7 @@ def test_networks_on_disk_become_one_band_per_layer_of_the_ridge_run(trained, ti
     assert main(["features", str(path)]) == 0
     assert main(["fit", str(path)]) == 0
     bands = json.loads(RunFolder(tmp_path / "ridge").bands("sub-01").read_text())
-    assert sorted(bands["bands"]) == ["gpt.attn_stack.blocks.0", "gpt.attn_stack.blocks.1",
+    assert sorted(bands["bands"]) == ["gpt.attn_stack.blocks.0", "gpt.attn_stack.blocks.1", "gpt.fc_in",
                                       "vit.layers.1"]
 
 

@@ -25,9 +25,10 @@ class NetworkFeatures(Section):
                         "the clip's last frame; a video model the whole clip); ignored for a "
                         "cinebrain video model (two of its clips)")
     stride: int = Field(1, ge=1, description="a row every this many frames")
-    pool: Literal["mean", "first", "last", "flatten"] = Field(
+    pool: Literal["mean", "first", "last", "flatten", "space"] = Field(
         "mean", description="per clip and layer: mean over tokens / positions, the first "
-        "(a ViT's CLS token), the last, or every value")
+        "(a ViT's CLS token), the last, every value, or (a cinebrain video model) each code "
+        "position averaged over time")
     size: tuple[int, int] = Field((224, 224), description="frame size decoded (width, "
                                   "height); a Hugging Face model resizes to its image_size")
     gray: bool = Field(False, description="decode grey frames")

@@ -69,8 +69,10 @@ class VideoFeaturesConfig(Section):
 
     layers: list[str] | None = Field(None, description="module names of the GPT whose "
                                      "outputs become features (null: every attention block)")
-    pool: Literal["mean", "last"] = Field("mean", description="per clip: mean over the next "
-                                          "clip's code positions, or the last time step's")
+    pool: Literal["space", "last", "mean"] = Field(
+        "space", description="per window and layer: space (each code position of the next "
+        "clip, averaged over its time steps: h' x w' x hidden features), last (the positions "
+        "of its last time step), mean (averaged over every position: hidden features)")
     stride: int = Field(1, ge=1, description="a feature row every this many frames")
     random_baseline: bool = Field(True, description="also score the same architecture with "
                                   "random weights (paired across voxels)")

@@ -511,9 +511,11 @@ def _size(clip, scale: int = 4) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- features
 def gpt_layers(gpt) -> list[str]:
-    """The GPT's attention blocks (``attn_stack.blocks.<i>``), the default layers whose
-    outputs become features."""
-    return [f"attn_stack.blocks.{name}" for name, _ in gpt.attn_stack.blocks.named_children()]
+    """The default layers whose outputs become features: ``fc_in`` (the next clip's code
+    vectors projected to the GPT's width: what the codes alone carry) and every attention
+    block (``attn_stack.blocks.<i>``)."""
+    return ["fc_in"] + [f"attn_stack.blocks.{name}"
+                        for name, _ in gpt.attn_stack.blocks.named_children()]
 
 
 def activation_spaces(gpt, data: MovieData, n: int, layers: Sequence[str] | None = None,
@@ -525,6 +527,7 @@ def activation_spaces(gpt, data: MovieData, n: int, layers: Sequence[str] | None
     from cinebrain.features.activations import extract_activations
 
     layers = gpt_layers(gpt) if layers is None else list(layers)
+    pool = code_grid_pool(pool, tuple(gpt.gpt_config.code_shape))
 
     def as_pairs(clip: np.ndarray):  # (2n, H, W[, C]) -> the GPT's batch of one pair
         import torch
@@ -540,6 +543,31 @@ def activation_spaces(gpt, data: MovieData, n: int, layers: Sequence[str] | None
                                  batch_size=batch_size, pad="edge", name_prefix=prefix,
                                  cache_dir=cache_dir)
     return {fs.name: fs for fs in spaces}
+
+
+def code_grid_pool(pool: str, code_shape: tuple[int, int, int]):
+    """The pooling of a GPT layer's output ``(B, t' h' w', D)`` (the next clip's code grid
+    in raster order): "space" keeps the grid's positions and averages its time steps
+    (``h' w' D`` features: visual responses depend on where things are), "last" keeps the
+    positions of its last time step (the most recent frames), "mean" averages every
+    position (``D`` features). Other values pass through to the extractor."""
+    if pool not in ("space", "last", "mean"):
+        return pool
+    t, h, w = code_shape
+
+    def grid(x):
+        import torch
+
+        if x.ndim != 3 or x.shape[1] != t * h * w:
+            raise InputError("videogpt.features.pool", f"a layer output of shape "
+                             f"{tuple(x.shape)} is not the code grid ({t}x{h}x{w} positions)",
+                             "use pool: mean for layers outside the attention stack")
+        g = x.reshape(x.shape[0], t, h * w * x.shape[-1])
+        out = {"space": g.mean(1), "last": g[:, -1], "mean": x.mean(1)}[pool]
+        return out if isinstance(out, torch.Tensor) else torch.as_tensor(out)
+
+    grid.cache_token = f"videogpt-grid-{pool}-{t}x{h}x{w}"
+    return grid
 
 
 def network_spaces(config: RunConfig, study, cache_dir=None, log: Log = _print) -> dict:
