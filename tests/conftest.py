@@ -51,6 +51,7 @@ _own_cores()
 #: study count it), longest first: handed out first, so that the short modules fill the end
 #: of the run on both workers.
 _LONG_MODULES = {
+    "test_pipeline_videogpt.py": 60, "test_pipeline_neurons.py": 40,
     "test_pipeline_autoencoder.py": 30, "test_train.py": 16, "test_pipeline_ridge.py": 14,
     "test_fit_torchrun.py": 12, "test_report.py": 10, "test_report_browser.py": 10,
     "test_pinned_ridge.py": 9, "test_significance_refit.py": 8, "test_runfolder.py": 6,

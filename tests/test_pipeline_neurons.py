@@ -360,3 +360,18 @@ def test_sessions_are_read_by_their_suffix_and_paths_are_relative_to_the_config(
     assert config.sessions == [str(tmp_path / "m.npz")]
     assert config.out == str(tmp_path / "configs" / "run")
     assert config.train.find_unused_parameters and config.train.early_stopping_metric == "val_r"
+
+
+@pytest.mark.slow
+def test_the_neuron_demo_runs_end_to_end(tmp_path, capsys):
+    """`cinebrain demo --neurons --quick`: simulate, train, score against the baseline and
+    the ground truth, report."""
+    data, out = tmp_path / "neurons-demo", tmp_path / "neurons-run"
+    assert _cli(["demo", "--neurons", "--quick", "--data", str(data), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    gt = summary["ground_truth"]
+    assert gt["n_neurons"] == 44 and gt["truth_median_cta"] > 0.3
+    assert 0 <= gt["centres_within_tol"] <= 1 and gt["running_gain_r"] is not None
+    assert (out / "report.html").is_file()
+    assert "Neurons: ground truth" in (out / "report.html").read_text()
+    assert "ground truth: correlation to average" in capsys.readouterr().out

@@ -638,9 +638,14 @@ def _cmd_study_from_bids(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from cinebrain.demo import run_demo
+    from cinebrain.demo import run_demo, run_neuron_demo
 
-    run_demo(data=args.data, out=args.out, quick=args.quick)
+    if args.neurons:
+        run_neuron_demo(data=args.data or "cinebrain-demo/neurons-demo",
+                        out=args.out or "cinebrain-demo/neurons-run", quick=args.quick)
+        return 0
+    run_demo(data=args.data or "cinebrain-demo/study", out=args.out or "cinebrain-demo/run",
+             quick=args.quick)
     return 0
 
 
@@ -673,9 +678,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="simulate a study (if absent) and run the whole pipeline on it")
-    p.add_argument("--data", default="cinebrain-demo/study", help="simulated study folder")
-    p.add_argument("--out", default="cinebrain-demo/run", help="run folder")
+    p.add_argument("--data", help="simulated study folder (default cinebrain-demo/study; "
+                   "with --neurons cinebrain-demo/neurons-demo)")
+    p.add_argument("--out", help="run folder (default cinebrain-demo/run; with --neurons "
+                   "cinebrain-demo/neurons-run)")
     p.add_argument("--quick", action="store_true", help="a smaller study (about a minute)")
+    p.add_argument("--neurons", action="store_true", help="the neuron family instead: "
+                   "simulated V1 neurons during movies, the conv core with readouts, scored "
+                   "against the repeats, the baseline and the ground truth")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("simulate", help="write a simulated study with known ground truth")

@@ -101,3 +101,52 @@ def _verdict(summary: dict) -> None:
               f"({mean(region, 'fraction_assigned_true_band_significant'):.0%} of the significant ones)")
     print(f"  undriven  median r {mean('undriven', 'median_r'):.3f}; "
           f"{mean('undriven', 'fraction_significant'):.1%} significant at FDR 5%")
+
+
+#: The neuron demo's run (the README's neurons.yaml): the conv core on frames pooled to
+#: 18 x 32, 40-frame windows, early stopping on validation r.
+NEURON_DEMO = {"data": {"frames": 40, "downsample": 2},
+               "model": {"core": "conv", "burn_in": 10},
+               "train": {"epochs": 40, "device": "auto"}}
+#: ``--quick``: a small study and a few epochs (a check that everything runs, in a minute).
+NEURON_QUICK_STUDY = dict(neurons=(20, 24), n_train=8, n_validation=2, n_test=2, n_repeats=4,
+                          train_frames=(60, 90), test_frames=60)
+
+
+def run_neuron_demo(data: str | Path = "cinebrain-demo/neurons-demo",
+                    out: str | Path = "cinebrain-demo/neurons-run", quick: bool = False) -> dict:
+    """The neuron family end to end: simulate two sessions of model V1 neurons (if absent),
+    train the conv core with readouts, shifter and behaviour modulator, score the test
+    trials beside the frame-ridge baseline and against the simulator's ground truth, and
+    build the report."""
+    import json
+
+    from cinebrain.config.neurons import validate_neuron_config
+    from cinebrain.data.simulate.neurons import write_neuron_study
+    from cinebrain.pipelines import neurons
+
+    t0 = time.perf_counter()
+    data, out = Path(data).resolve(), Path(out).resolve()
+    if not (data / "truth.json").is_file():
+        print(f"[simulate-neurons] writing the simulated study to {data}")
+        write_neuron_study(data, **(NEURON_QUICK_STUDY if quick else {}))
+    else:
+        print(f"[simulate-neurons] using the existing study {data}")
+    sessions = sorted(p for p in data.iterdir() if p.is_dir() and (p / "meta").is_dir())
+    settings = json.loads(json.dumps(NEURON_DEMO))
+    if quick:
+        settings["data"]["frames"] = 20
+        settings["model"]["burn_in"] = 4
+        settings["train"]["epochs"] = 3
+    config = validate_neuron_config({"sessions": [str(p) for p in sessions], "out": str(out),
+                                     **settings}, "cinebrain demo --neurons")
+    print(f"[neurons train] {len(sessions)} sessions, run folder {out}")
+    summary = neurons.train(config)
+    neurons.report(config)
+    gt = summary.get("evaluation", {}).get("ground_truth")
+    if gt:
+        print(f"ground truth: correlation to average {gt['model_median_cta']:.3f}, "
+              f"{gt['ratio_to_truth']:.2f}x the noiseless rates'; reading centres within "
+              f"{gt['centre_tol']} for {gt['centres_within_tol']:.0%} of reliable neurons")
+    print(f"done in {time.perf_counter() - t0:.0f} s; open {RunFolder(out).report}")
+    return summary
