@@ -164,6 +164,14 @@ class _Layout:
         return AutoencoderFolder(self.base / "autoencoder")
 
     @property
+    def sweep(self) -> SweepFolder:
+        return SweepFolder(self.base / "sweep")
+
+    @property
+    def neurons(self) -> NeuronFolder:
+        return NeuronFolder(self.base)
+
+    @property
     def videogpt(self) -> VideoGPTFolder:
         return VideoGPTFolder(self.base / "videogpt")
 
@@ -260,6 +268,28 @@ class AutoencoderFolder:
         """The reconstructed stimulus of a modality (video.mp4, audio.wav, text.tsv)."""
         ext = {"video": "mp4", "audio": "wav", "text": "tsv"}[modality]
         return self.reconstruction_dir / f"{modality}.{ext}"
+
+
+class SweepFolder:
+    """A scaling sweep's folder (``<run>/sweep`` by default): ``cells/<name>/`` (run folders),
+    ``vqvae/<key>/`` (shared VQ-VAEs), ``results.csv``, ``scaling.json``, ``plots/``."""
+
+    def __init__(self, base: Path):
+        self.base = Path(base)
+
+    @property
+    def results(self) -> Path:
+        return self.base / "results.csv"
+
+    @property
+    def scaling(self) -> Path:
+        return self.base / "scaling.json"
+
+    def cell(self, name: str) -> Path:
+        return self.base / "cells" / name
+
+    def plot(self, axis: str) -> Path:
+        return self.base / "plots" / f"r_vs_{axis}.png"
 
 
 class VideoGPTFolder:

@@ -20,8 +20,8 @@ from cinebrain.report import tables as t
 from cinebrain.report.page import ReportInputs, Section, image, note, read_json
 
 
-def _metric(base: Path, session: str, name: str) -> np.ndarray | None:
-    path = base / "neurons" / "metrics" / session / f"{name}.npy"
+def _metric(run, session: str, name: str) -> np.ndarray | None:
+    path = run.neurons.metric(session, name)
     return np.load(path) if path.is_file() else None
 
 
@@ -95,10 +95,11 @@ def _score_rows(summary: dict) -> list[dict]:
 
 def neuron_sections(inputs: ReportInputs) -> list[Section]:
     """A neuron run's sections; [] for a run without neuron scores."""
-    base = Path(inputs.run.report).parent
-    summary = read_json(base / "summary.json")
+    base = inputs.run
+    summary = read_json(base.summary)
     if not isinstance(summary, dict) or "sessions" not in summary or not any(
-            (base / "neurons" / "metrics").glob("*")):
+            _metric(base, n, m) is not None for n in summary["sessions"]
+            for m in summary.get("metrics", [])):
         return []
     names = list(summary["sessions"])
     rows = _score_rows(summary)

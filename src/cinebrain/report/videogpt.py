@@ -136,8 +136,9 @@ def best_map_part(inputs: ReportInputs, ev: dict) -> str:
 
 
 def sweep_part(inputs: ReportInputs) -> str:
-    root = Path(inputs.run.report).parent / "sweep"
-    summary = read_json(root / "scaling.json")
+    folder = inputs.run.sweep
+    root = folder.base
+    summary = read_json(folder.scaling)
     if not isinstance(summary, dict):
         return ""
     parts = [note(f"{summary.get('cells', 0)} cells; held-out r of each cell's best layer per "
@@ -154,7 +155,7 @@ def sweep_part(inputs: ReportInputs) -> str:
         t.Column("slope", "Slope", "r per decade", t.r), t.Column("lo", "95 % low", "", t.r),
         t.Column("hi", "95 % high", "", t.r), t.Column("n", "Cells", "", t.count)],
         "Log-linear fits of the scaling study."))
-    csv_path = root / "results.csv"
+    csv_path = folder.results
     if csv_path.is_file():
         href = Path(os.path.relpath(csv_path, Path(inputs.run.report).parent)).as_posix()
         parts.append(f"<p><a href='{t.esc(href)}'>results.csv</a></p>")
