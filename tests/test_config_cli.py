@@ -38,7 +38,9 @@ def test_every_config_key_is_a_flag():
     from cinebrain.cli import _SKIP, _leaf_fields, build_parser
 
     # the training engine's folder and progress bars are set by the pipeline, not flags
-    set_by_pipeline = {"autoencoder.train.out_dir", "autoencoder.train.progress"}
+    set_by_pipeline = {"autoencoder.train.out_dir", "autoencoder.train.progress",
+                       "videogpt.vqvae.train.out_dir", "videogpt.vqvae.train.progress",
+                       "videogpt.gpt.train.out_dir", "videogpt.gpt.train.progress"}
     assert _SKIP - {"study", "out"} == set_by_pipeline
     parser = build_parser()
     fit = parser._subparsers._group_actions[0].choices["fit"]

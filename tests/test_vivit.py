@@ -142,4 +142,4 @@ def test_params_command_prints_every_module_and_the_total(capsys):
     assert "total" in out and f"{sum(p.numel() for p in model.parameters()):,}" in out
     assert sum(counts.values()) == 4_844_352  # embedding 192, 4 + 4 blocks, 8x8x8 tubelets
     assert main(["params", "vivit-huge"]) == 2
-    assert "not a ViViT preset" in capsys.readouterr().err
+    assert "not a model preset" in capsys.readouterr().err
