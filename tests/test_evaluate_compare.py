@@ -184,3 +184,25 @@ def test_paired_comparison_matches_scipy_and_counts():
     assert out["wilcoxon_p"] == pytest.approx(wilcoxon(a, b, alternative="greater").pvalue)
     assert out["wilcoxon_p"] < 1e-6
     assert paired_comparison(b, a)["wilcoxon_p"] > 0.99
+
+
+def test_layer_comparison_tables_best_layers_and_pairs():
+    from cinebrain.evaluate.compare import layer_comparison
+
+    rng = np.random.default_rng(0)
+    vis = np.zeros(50, bool)
+    vis[:20] = True
+    scores = {w: {f"blocks.{i}": {s: rng.normal(0.1 * i + (0.2 if w == "trained" else 0), 0.01, 50)
+                                  for s in ("a", "b")} for i in (0, 1, 10)}
+              for w in ("trained", "random")}
+    out = layer_comparison(scores, {"visual": vis}, ["a", "b"])
+    assert out["layers"] == ["blocks.0", "blocks.1", "blocks.10"]  # natural order
+    row = next(r for r in out["table"] if r["weights"] == "trained" and r["layer"] == "blocks.1"
+               and r["region"] == "visual")
+    both = np.concatenate([scores["trained"]["blocks.1"]["a"][vis],
+                           scores["trained"]["blocks.1"]["b"][vis]])
+    assert row["n_voxels"] == 40 and row["median_r"] == pytest.approx(np.median(both))
+    assert out["best_layer"]["visual"]["layer"] == "blocks.10"
+    pair = next(c for c in out["trained_vs_random"] if c["region"] == "all"
+                and c["layer"] == "blocks.0")
+    assert pair["n"] == 100 and pair["fraction_a_better"] > 0.99

@@ -183,3 +183,63 @@ def scores_on_rows(picked: Mapping[str, tuple[np.ndarray, np.ndarray]],
             ceiling = ceilings.get(s)
         out[s] = (pearson_r(true, pred).astype(np.float32), ceiling)
     return out
+
+
+def _natural(name: str):
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def layer_comparison(scores: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
+                     regions: Mapping[str, np.ndarray], subjects: Sequence[str],
+                     reference: str = "trained", baseline: str = "random") -> dict:
+    """Layer by layer and region by region, the held-out r of a network's layers.
+
+    ``scores[weights][layer][subject]``: ``(n_targets,)`` r of ridge on that layer alone
+    (``weights``: e.g. "trained" and "random" for the same architecture); ``regions``:
+    name -> ``(n_targets,)`` bool, the same for every subject. Returns ``table`` (median and
+    mean r per weights, layer and region over every subject's targets, region "all"
+    first), ``best_layer`` (the ``reference`` layer with the highest median per region) and,
+    when ``baseline`` is scored, ``trained_vs_random``: :func:`paired_comparison` of
+    ``reference`` against ``baseline`` per layer and region, paired across targets.
+    """
+    layers = sorted(scores[reference], key=_natural)
+    groups = {"all": None, **regions}
+
+    def pooled(weights: str, layer: str) -> np.ndarray:
+        return np.concatenate([scores[weights][layer][s] for s in subjects])
+
+    def select(sel, size: int) -> np.ndarray:
+        return (np.ones(size, bool) if sel is None
+                else np.concatenate([np.asarray(sel, bool)] * len(subjects)))
+
+    table = []
+    for weights in scores:
+        for layer in layers:
+            r = pooled(weights, layer)
+            for region, sel in groups.items():
+                keep = select(sel, r.size)
+                if keep.shape == r.shape and keep.any():
+                    table.append({"weights": weights, "layer": layer, "region": region,
+                                  "n_voxels": int(keep.sum()),
+                                  "median_r": float(np.nanmedian(r[keep])),
+                                  "mean_r": float(np.nanmean(r[keep]))})
+    best: dict[str, dict] = {}
+    for row in table:
+        if row["weights"] == reference and (row["region"] not in best
+                                            or row["median_r"] > best[row["region"]]["median_r"]):
+            best[row["region"]] = row
+    comparison = []
+    if baseline in scores:
+        for layer in layers:
+            a, b = pooled(reference, layer), pooled(baseline, layer)
+            for region, sel in groups.items():
+                keep = select(sel, a.size)
+                if keep.shape == a.shape and keep.any():
+                    comparison.append({"layer": layer, "region": region,
+                                       **paired_comparison(a[keep], b[keep])})
+    return {"layers": layers, "subjects": list(subjects), "table": table,
+            "best_layer": {k: {"layer": v["layer"], "median_r": v["median_r"]}
+                           for k, v in best.items()},
+            "trained_vs_random": comparison}

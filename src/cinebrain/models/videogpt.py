@@ -611,11 +611,8 @@ def parameter_table(name: str, vqvae_overrides: dict[str, Any] | None = None, **
     non-trainable and total."""
     counts = preset_parameters(name, vqvae_overrides, **overrides)
     config = get_preset(name, vqvae_preset(name, **(vqvae_overrides or {})), **overrides)
-    width = max(len(k) for k in counts) + 2
-    frozen = counts["vqvae"]
-    total = sum(counts.values())
-    lines = [f"{name}: {asdict(config)}"]
-    lines += [f"  {k:<{width}}{v:>12,}" for k, v in counts.items()]
-    lines += [f"  {'trainable':<{width}}{total - frozen:>12,}", f"  {'non-trainable':<{width}}{frozen:>12,}",
-              f"  {'total':<{width}}{total:>12,}"]
-    return "\n".join(lines)
+    from cinebrain.models.counts import format_parameter_table
+
+    frozen, total = counts["vqvae"], sum(counts.values())
+    return format_parameter_table(f"{name}: {asdict(config)}", counts, {
+        "trainable": total - frozen, "non-trainable": frozen, "total": total})

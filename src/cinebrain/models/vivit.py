@@ -180,12 +180,10 @@ def preset_parameters(name: str, **overrides) -> dict[str, int]:
 def parameter_table(name: str, **overrides) -> str:
     """The per-module parameter counts of a preset as the ``cinebrain params`` command
     prints them: one module a line, then the total."""
-    counts = preset_parameters(name, **overrides)
-    width = max(len(k) for k in counts) + 2
-    lines = [f"{name}: {get_preset(name, **overrides)}"]
-    lines += [f"  {k:<{width}}{v:>12,}" for k, v in counts.items()]
-    lines.append(f"  {'total':<{width}}{sum(counts.values()):>12,}")
-    return "\n".join(lines)
+    from cinebrain.models.counts import format_parameter_table
+
+    return format_parameter_table(f"{name}: {get_preset(name, **overrides)}",
+                                  preset_parameters(name, **overrides))
 
 
 def flops_per_sample(config: ViViTConfig, t: int, h: int, w: int) -> float:

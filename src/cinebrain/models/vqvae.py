@@ -715,10 +715,7 @@ def preset_parameters(name: str, **overrides: Any) -> dict[str, int]:
 def parameter_table(name: str, **overrides: Any) -> str:
     """The per-module parameter counts of a preset as the ``cinebrain params`` command
     prints them: the config, one module a line, then the total."""
-    config = get_preset(name, **overrides)
-    counts = preset_parameters(name, **overrides)
-    width = max(len(k) for k in counts) + 2
-    lines = [f"{name}: {asdict(config)}"]
-    lines += [f"  {k:<{width}}{v:>12,}" for k, v in counts.items()]
-    lines.append(f"  {'total':<{width}}{sum(counts.values()):>12,}")
-    return "\n".join(lines)
+    from cinebrain.models.counts import format_parameter_table
+
+    return format_parameter_table(f"{name}: {asdict(get_preset(name, **overrides))}",
+                                  preset_parameters(name, **overrides))

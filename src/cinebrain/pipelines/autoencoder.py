@@ -13,7 +13,6 @@ the final prediction. Paths: :class:`~cinebrain.pipelines.runfolder.AutoencoderF
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +25,7 @@ from cinebrain.config import AutoencoderRunConfig, RunConfig, save_config, secti
 from cinebrain.data.inputs import ModelData, SubjectInputs
 from cinebrain.errors import ConfigError, InputError
 from cinebrain.pipelines import ridge
-from cinebrain.pipelines.runfolder import AutoencoderFolder, RunFolder
+from cinebrain.pipelines.runfolder import AutoencoderFolder, RunFolder, link_or_copy
 
 Log = Callable[[str], None]
 _print = ridge._print
@@ -193,7 +192,7 @@ def train(config: RunConfig, log: Log = _print, resume: bool = False,
             # The committed checkpoints continue in the staging folder: hard links (the
             # engine replaces files, never writes into them), copies across file systems.
             shutil.copytree(run.autoencoder.base, ae.base, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("lesions"), copy_function=_link)
+                            ignore=shutil.ignore_patterns("lesions"), copy_function=link_or_copy)
         info: dict[str, Any] = {"preset": settings.preset,
                                 "settings": settings.model_dump(mode="json"),
                                 "split": data.split, "groups": {}}
@@ -250,12 +249,6 @@ def train(config: RunConfig, log: Log = _print, resume: bool = False,
         run.forget(stage)
     return result
 
-
-def _link(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def _predict_test(model, sd: SubjectInputs, mcfg, lesion=None) -> dict:

@@ -67,7 +67,7 @@ from cinebrain.errors import ConfigError, InputError
 from cinebrain.evaluate.neurons import repeat_arrays, score_trials, shuffle_order
 from cinebrain.io.neurons import NeuronSession, read_neuron_session
 from cinebrain.models.neurons import predict_trials
-from cinebrain.pipelines.runfolder import NeuronFolder, RunFolder
+from cinebrain.pipelines.runfolder import NeuronFolder, RunFolder, link_or_copy
 
 Log = Callable[[str], None]
 
@@ -229,12 +229,6 @@ def _datasets(config: NeuronRunConfig, data: NeuronData):
     return train, val
 
 
-def _link(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
 
 def _threads(config: NeuronRunConfig) -> None:
     if config.threads:
@@ -309,7 +303,7 @@ def train(config: NeuronRunConfig, log: Log = _print, resume: bool = False,
                     committed = NeuronFolder(run.root)
                     shutil.copytree(committed.base, folder.base, dirs_exist_ok=True,
                                     ignore=shutil.ignore_patterns("predictions", "metrics"),
-                                    copy_function=_link)
+                                    copy_function=link_or_copy)
                 folder.base.mkdir(parents=True, exist_ok=True)
             staging = all_gather_objects(staging)[0]
             folder = NeuronFolder(staging)

@@ -67,6 +67,16 @@ COMMAND = {
 _STAGING_PREFIX = ".staging-"
 
 
+def link_or_copy(src: str, dst: str) -> None:
+    """A hard link to ``src`` at ``dst``, or a copy across file systems (``copy_function``
+    of ``shutil.copytree`` when a resumed stage continues the committed checkpoints: the
+    engine replaces files, never writes into them)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def _npy(name: str) -> str:
     return f"{name}.npy"
 

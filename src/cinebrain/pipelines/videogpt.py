@@ -40,7 +40,7 @@ from cinebrain._files import save_npy, write_json
 from cinebrain.config import RunConfig, save_config, section_hash
 from cinebrain.errors import InputError
 from cinebrain.pipelines import ridge
-from cinebrain.pipelines.runfolder import RunFolder, VideoGPTFolder
+from cinebrain.pipelines.runfolder import RunFolder, VideoGPTFolder, link_or_copy
 
 Log = Callable[[str], None]
 
@@ -312,7 +312,7 @@ def train(config: RunConfig, log: Log = _print, resume: bool = False,
             staging = str(st.base) if main else None
             if main and resume:
                 shutil.copytree(run.videogpt.base, st.videogpt.base, dirs_exist_ok=True,
-                                copy_function=_link, ignore=shutil.ignore_patterns(
+                                copy_function=link_or_copy, ignore=shutil.ignore_patterns(
                                     "features", "metrics", "evaluation.json", "samples"))
             staging = all_gather_objects(staging)[0] if group.enabled else staging
             info = _train_both(config, data, VideoGPTFolder(Path(staging) / "videogpt"), resume,
@@ -404,14 +404,6 @@ def _train_both(config: RunConfig, data: MovieData, folder: VideoGPTFolder, resu
     write_json(folder.model_json, info)
     return info
 
-
-def _link(src: str, dst: str) -> None:
-    import os
-
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def _plain(cfg) -> dict:
@@ -659,6 +651,7 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
 
     from cinebrain.data.study import study_mask
     from cinebrain.evaluate import comparison_regions
+    from cinebrain.evaluate.compare import layer_comparison
     from cinebrain.features.stimulus import save_feature_spaces
 
     if config.threads:
@@ -701,7 +694,10 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
             r_all[weights] = scores
             log(f"  {weights} weights: {len(spaces)} layers extracted and fitted "
                 f"({time.perf_counter() - t1:.1f} s)")
-        result = summarise(r_all, regions, subjects)
+        result = layer_comparison(
+            {w: {_layer(k): {subj: per[k] for subj, per in scores.items()}
+                 for k in next(iter(scores.values()))} for w, scores in r_all.items()},
+            regions, subjects)
         result["seconds"] = round(time.perf_counter() - t0, 1)
         write_json(folder.evaluation, result)
         save_config(config, st.config)
@@ -712,55 +708,6 @@ def evaluate(config: RunConfig, log: Log = _print) -> dict:
 
 def _layer(space_name: str) -> str:
     return space_name.split(".", 1)[1] if "." in space_name else space_name
-
-
-def summarise(r_all: dict, regions: dict, subjects: Sequence[str]) -> dict:
-    """Layer-wise median r per region (over subjects' voxels), the best layer per region,
-    and trained against random weights paired across voxels, per layer and region."""
-    from cinebrain.evaluate import paired_comparison
-
-    layers = sorted({_layer(k) for per in r_all["trained"].values() for k in per},
-                    key=_layer_order)
-    table = []
-    for weights, scores in r_all.items():
-        for layer in layers:
-            r = np.concatenate([scores[s][f"{weights}.{layer}"] for s in subjects])
-            for region, sel in {"all": None, **regions}.items():
-                sel_all = (np.ones(r.size, bool) if sel is None
-                           else np.concatenate([np.asarray(sel, bool)] * len(subjects)))
-                if sel_all.shape != r.shape or not sel_all.any():
-                    continue
-                table.append({"weights": weights, "layer": layer, "region": region,
-                              "n_voxels": int(sel_all.sum()),
-                              "median_r": float(np.nanmedian(r[sel_all])),
-                              "mean_r": float(np.nanmean(r[sel_all]))})
-    best = {}
-    for row in table:
-        if row["weights"] == "trained" and (row["region"] not in best or
-                                           row["median_r"] > best[row["region"]]["median_r"]):
-            best[row["region"]] = row
-    comparison = []
-    if "random" in r_all:
-        for layer in layers:
-            a = np.concatenate([r_all["trained"][s][f"trained.{layer}"] for s in subjects])
-            b = np.concatenate([r_all["random"][s][f"random.{layer}"] for s in subjects])
-            for region, sel in {"all": None, **regions}.items():
-                sel_all = (np.ones(a.size, bool) if sel is None
-                           else np.concatenate([np.asarray(sel, bool)] * len(subjects)))
-                if sel_all.shape != a.shape or not sel_all.any():
-                    continue
-                comparison.append({"layer": layer, "region": region,
-                                   **paired_comparison(a[sel_all], b[sel_all])})
-    return {"layers": layers, "subjects": list(subjects), "table": table,
-            "best_layer": {k: {"layer": v["layer"], "median_r": v["median_r"]}
-                           for k, v in best.items()},
-            "trained_vs_random": comparison}
-
-
-def _layer_order(name: str):
-    import re
-
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 def _log_result(result: dict, log: Log) -> None:
