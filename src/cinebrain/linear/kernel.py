@@ -71,7 +71,8 @@ class _KernelFold:
     train: np.ndarray
     val: np.ndarray
     left: object  # (n_alphas * n_val, r) float32 backend
-    right: object | None  # (r, n_train) float32 backend (U'), or None: left is the hat matrix
+    right: object | None  # (r, n_train) float32 backend (U'), or None: left is the residual
+    #                       operator of all n rows (:func:`_residual_operator`)
     exact: tuple  # float64 (lam (k,), U (n_tr, k), C U (n_val, k)), to re-score near-ties
 
 
@@ -109,9 +110,12 @@ def _kernel_fold(be, K, train, val, alphas, fit_intercept: bool) -> _KernelFold:
     inv = 1.0 / (lam[None, :] + alphas64[:, None])  # (n_alphas, k)
     n_alphas, (n_val, k), n_tr = alphas.size, B.shape, train.size
     BD = (B[None, :, :] * inv[:, None, :]).reshape(n_alphas * n_val, k)
-    if k * n_tr + n_alphas * n_val * k < n_alphas * n_val * n_tr:
+    if k * n_tr + n_alphas * n_val * k < n_alphas * n_val * K.shape[0]:
         return _KernelFold(train, val, be.float32(BD), be.float32(U.T), (lam, U, B))
-    return _KernelFold(train, val, be.float32(BD @ U.T), None, (lam, U, B))
+    hat = be.float32(BD @ U.T)
+    del BD
+    residual = _residual_operator(be, hat, train, val, K.shape[0], fit_intercept)
+    return _KernelFold(train, val, residual, None, (lam, U, B))
 
 
 def _dual_chunk_size(n_targets_batch, n_targets: int, n_samples: int, n_alpha_rows: int,
@@ -125,26 +129,49 @@ def _dual_chunk_size(n_targets_batch, n_targets: int, n_samples: int, n_alpha_ro
     return min(max(64, budget // per_target // 64 * 64), n_targets)
 
 
+def _residual_operator(be, hat, train, val, n: int, fit_intercept: bool):
+    """``(n_alphas * n_val, n)`` float32: the fold's validation residuals of every alpha
+    from all ``n`` rows of a chunk of targets, ``R @ Y = P(Y_tr - 1 m') - (Y_val - 1 m')``
+    with ``m`` the training mean of ``Y`` (when fitting an intercept). Centring and the
+    subtraction of the validation responses are folded into one matrix, so a chunk costs
+    one GEMM and no copies of its rows (``n`` instead of ``n_tr`` columns, ~25 % more
+    multiply-adds at five folds, against three passes over memory saved)."""
+    n_rows, n_val = hat.shape[0], val.size  # hat: (n_rows, n_tr), the stacked hat matrices
+    full = be.zeros((n_rows, n))
+    block = hat
+    if fit_intercept:  # P (Y_tr - 1 m') - (Y_val - 1 m') = P Y_tr - Y_val + (1 - P 1) 1'Y_tr / n_tr
+        block = hat + be.float32((1.0 - be.sum_rows(hat.T)) / train.size)[:, None]
+    full[:, be.indices(train)] = block
+    del block
+    rows = np.arange(n_rows)
+    cols = np.tile(np.asarray(val), n_rows // n_val)
+    full[be.indices(rows), be.indices(cols)] = -1.0
+    return full
+
+
 def _dual_losses(data, folds: list[_KernelFold], n_alphas: int) -> np.ndarray:
     """Validation MSE ``(n_alphas, n_targets)`` averaged over folds."""
     be = data.be
     n_targets = data.Y.shape[1]
     losses = np.zeros((n_alphas, n_targets))
     for cols in _chunks(n_targets, data.batch):
+        Y = data.y_chunk(None, cols)  # (n, c), centred on all samples
         for fold in folds:
-            Y_tr = data.y_chunk(fold.train, cols)  # (n_tr, c), centred on all samples
-            Y_val = data.y_chunk(fold.val, cols)
-            if data.fit_intercept:
-                y_mean = be.float32(be.sum_rows(Y_tr) / fold.train.size)
-                Y_tr -= y_mean[None, :]
-                Y_val -= y_mean[None, :]
-            rhs = Y_tr if fold.right is None else fold.right @ Y_tr
-            del Y_tr
             n_val = fold.val.size
-            P = (fold.left @ rhs).reshape(n_alphas, n_val, -1)  # (n_alphas, n_val, c)
-            P -= Y_val[None]
+            if fold.right is None:  # residuals (n_alphas, n_val, c) in one product
+                P = (fold.left @ Y).reshape(n_alphas, n_val, -1)
+            else:  # low rank: hat = left @ right, cheaper as two products
+                Y_tr, Y_val = be.take_rows(Y, fold.train), be.take_rows(Y, fold.val)
+                if data.fit_intercept:
+                    y_mean = be.float32(be.sum_rows(Y_tr) / fold.train.size)
+                    Y_tr = Y_tr - y_mean[None, :]
+                    Y_val = Y_val - y_mean[None, :]
+                P = (fold.left @ (fold.right @ Y_tr)).reshape(n_alphas, n_val, -1)
+                P -= Y_val[None]
+                del Y_tr, Y_val
             losses[:, cols] += be.to_numpy(be.sum_squares_axis1(P)) / n_val
-            del P, rhs, Y_val
+            del P
+        del Y
     losses /= len(folds)
     return losses
 
