@@ -357,18 +357,20 @@ def fit_encoding_model(
 
 
 def _take_targets(a: np.ndarray | None, cols: slice, axis: int = -1) -> np.ndarray | None:
+    """A view of the targets ``cols`` of ``a`` (no copy: the stacked arrays of a shared
+    fit run to gigabytes, and copying them cost more than writing them)."""
     if a is None:
         return None
     index = [slice(None)] * a.ndim
     index[axis] = cols
-    return np.ascontiguousarray(a[tuple(index)])
+    return a[tuple(index)]
 
 
 def split_targets(result: EncodingResult, sizes: Sequence[int]) -> list[EncodingResult]:
     """Cut a result fit on stacked targets into consecutive groups of ``sizes`` targets
     (e.g. one per subject); each is the result of fitting its targets alone (every target
     is fit independently given the design and the folds). ``sum(sizes)`` must be the
-    number of targets."""
+    number of targets. The parts' arrays are views of ``result``'s."""
     sizes = [int(s) for s in sizes]
     n = result.pred.shape[1]
     if sum(sizes) != n or min(sizes, default=1) < 0:

@@ -65,6 +65,9 @@ from cinebrain.linear.solvers import (
 #: float32 data lies far above.
 NULL_RTOL = 1e-12
 
+#: Columns of targets per block of the CPU's validation products (:func:`_dual_losses`).
+CPU_BLOCK = 512
+
 
 @dataclass
 class _KernelFold:
@@ -150,27 +153,39 @@ def _residual_operator(be, hat, train, val, n: int, fit_intercept: bool):
 
 
 def _dual_losses(data, folds: list[_KernelFold], n_alphas: int) -> np.ndarray:
-    """Validation MSE ``(n_alphas, n_targets)`` averaged over folds."""
+    """Validation MSE ``(n_alphas, n_targets)`` averaged over folds.
+
+    Targets come in chunks of ``data.batch`` (one gather each) and, on the CPU, every
+    chunk is swept in column blocks of :data:`CPU_BLOCK` so that each fold's residuals
+    ``(n_alphas * n_val, block)`` stay in cache between the GEMM that writes them and the
+    sum of squares that reads them (measured at the demo's folds, 870 x 288 operators:
+    ~210 GFLOP/s in blocks of 512 against ~65 in one 9,664-column product)."""
     be = data.be
     n_targets = data.Y.shape[1]
     losses = np.zeros((n_alphas, n_targets))
+    on_cpu = str(be.device).startswith("cpu")
     for cols in _chunks(n_targets, data.batch):
         Y = data.y_chunk(None, cols)  # (n, c), centred on all samples
-        for fold in folds:
-            n_val = fold.val.size
-            if fold.right is None:  # residuals (n_alphas, n_val, c) in one product
-                P = (fold.left @ Y).reshape(n_alphas, n_val, -1)
-            else:  # low rank: hat = left @ right, cheaper as two products
-                Y_tr, Y_val = be.take_rows(Y, fold.train), be.take_rows(Y, fold.val)
-                if data.fit_intercept:
-                    y_mean = be.float32(be.sum_rows(Y_tr) / fold.train.size)
-                    Y_tr = Y_tr - y_mean[None, :]
-                    Y_val = Y_val - y_mean[None, :]
-                P = (fold.left @ (fold.right @ Y_tr)).reshape(n_alphas, n_val, -1)
-                P -= Y_val[None]
-                del Y_tr, Y_val
-            losses[:, cols] += be.to_numpy(be.sum_squares_axis1(P)) / n_val
-            del P
+        width = Y.shape[1]
+        block = CPU_BLOCK if on_cpu else width
+        for start in range(0, width, block):
+            sub = Y[:, start:start + block]
+            out = slice(cols.start + start, cols.start + min(start + block, width))
+            for fold in folds:
+                n_val = fold.val.size
+                if fold.right is None:  # residuals (n_alphas, n_val, b) in one product
+                    P = (fold.left @ sub).reshape(n_alphas, n_val, -1)
+                else:  # low rank: hat = left @ right, cheaper as two products
+                    Y_tr, Y_val = be.take_rows(sub, fold.train), be.take_rows(sub, fold.val)
+                    if data.fit_intercept:
+                        y_mean = be.float32(be.sum_rows(Y_tr) / fold.train.size)
+                        Y_tr = Y_tr - y_mean[None, :]
+                        Y_val = Y_val - y_mean[None, :]
+                    P = (fold.left @ (fold.right @ Y_tr)).reshape(n_alphas, n_val, -1)
+                    P -= Y_val[None]
+                    del Y_tr, Y_val
+                losses[:, out] += be.to_numpy(be.sum_squares_axis1(P)) / n_val
+                del P
         del Y
     losses /= len(folds)
     return losses
