@@ -37,6 +37,7 @@ class NumpyBackend:
             raise ValueError(f"backend 'numpy' runs on device 'cpu' only, got device={device!r}; "
                              "use backend='torch' for GPUs")
         self.device = device
+        self.on_cpu = True
 
     def asarray(self, x: Any, dtype=np.float32) -> np.ndarray:
         return np.asarray(x, dtype=dtype)
@@ -100,6 +101,7 @@ class TorchBackend:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={device!r} requested but CUDA is not available; "
                              "use device='cpu'")
+        self.on_cpu = self.device.type == "cpu"
         self._dtypes = {np.float32: torch.float32, np.float64: torch.float64,
                         np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 

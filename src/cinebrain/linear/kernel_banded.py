@@ -116,7 +116,7 @@ def banded_ridge_cv_dual(data: _Data, folds, slices: list[slice], alphas: np.nda
     chosen candidate and alpha indices, selected as the primal path selects them
     (:func:`cinebrain.linear.solvers._BestPairs`).
     """
-    gpu = not str(data.be.device).startswith("cpu")
+    gpu = not data.be.on_cpu
     n_val = max(val.size for _, val in folds)
     data = replace(data, batch=_dual_chunk_size(
         n_targets_batch, data.Y.shape[1], data.X.shape[0], alphas.size * n_val,

@@ -317,7 +317,7 @@ def _prepare(X, Y, fit_intercept, backend, device, n_targets_batch, n_alpha_rows
                                  for s in range(0, Y.shape[1], step)])
     else:
         y_mean = np.zeros(Y.shape[1])
-    gpu = not str(be.device).startswith("cpu")
+    gpu = not be.on_cpu
     batch = _chunk_size(n_targets_batch, Y.shape[1], n, p, n_alpha_rows,
                         CHUNK_BYTES_GPU if gpu else CHUNK_BYTES)
     return _Data(be, be.asarray(Xc), Y, x_mean, y_mean, fit_intercept, batch)
@@ -809,7 +809,7 @@ def solve_ridge_cv(X, Y, alphas=DEFAULT_ALPHAS, cv=5, fit_intercept: bool = True
     n_val = X.shape[0] if folds == "loo" else max(v.size for _, v in folds)
     data = _prepare(X, Y, fit_intercept, backend, device, n_targets_batch, alphas.size * n_val)
     if tie_break == "auto":
-        tie_break = "himalaya" if str(data.be.device).startswith("cpu") else "larger"
+        tie_break = "himalaya" if data.be.on_cpu else "larger"
     # When the validation blocks partition the samples, X'Y is the sum of the blocks' parts,
     # which the CV computes anyway: it fills X'Y as it goes instead of a pass of its own.
     fill = folds != "loo" and _partitions(folds, X.shape[0])
