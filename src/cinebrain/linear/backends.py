@@ -57,8 +57,19 @@ class NumpyBackend:
     def float64(self, x: np.ndarray) -> np.ndarray:
         return x.astype(np.float64, copy=False)
 
-    def take_rows(self, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        return x[idx]
+    def take_rows(self, x: np.ndarray, idx: np.ndarray, out=None) -> np.ndarray:
+        """Rows ``idx`` of ``x`` (into ``out``, a C-contiguous buffer, when given)."""
+        if out is None:
+            return x[idx]
+        return np.take(x, idx, axis=0, out=out)
+
+    def matmul(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``a @ b`` written into the buffer ``out``."""
+        return np.matmul(a, b, out=out)
+
+    def subtract(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``a - b`` written into the buffer ``out``."""
+        return np.subtract(a, b, out=out)
 
     def indices(self, idx: np.ndarray) -> np.ndarray:
         return idx
@@ -131,8 +142,17 @@ class TorchBackend:
     def float64(self, x):
         return x.to(self.torch.float64)
 
-    def take_rows(self, x, idx: np.ndarray):
-        return x[self.torch.as_tensor(idx, device=x.device)]
+    def take_rows(self, x, idx: np.ndarray, out=None):
+        idx = self.torch.as_tensor(idx, device=x.device)
+        if out is None:
+            return x[idx]
+        return self.torch.index_select(x, 0, idx, out=out)
+
+    def matmul(self, a, b, out):
+        return self.torch.matmul(a, b, out=out)
+
+    def subtract(self, a, b, out):
+        return self.torch.sub(a, b, out=out)
 
     def indices(self, idx: np.ndarray):
         return self.torch.as_tensor(idx, device=self.device)
